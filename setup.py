@@ -17,7 +17,7 @@ import shutil
 import sys
 import sysconfig
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 try:
     import torch
@@ -100,11 +100,7 @@ setup(
     version="0.1.0",
     description="ILSGAN (Independent Layer Synthesis GAN) for unsupervised fg/bg segmentation, with its own kernels",
     python_requires=">=3.9",
-    packages=[
-        "ilsgan",
-        "ilsgan.ops",
-        "ilsgan.kernels",
-    ],
+    packages=find_packages(include=["ilsgan", "ilsgan.*"]) + ["ilsgan.kernels"],
     package_dir={"ilsgan.kernels": "kernels"},
     install_requires=["torch>=2.4", "numpy", "pillow"],
     extras_require={
