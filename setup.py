@@ -87,7 +87,7 @@ if skip is None:
             sources=["csrc/module_init.cpp"] + _sources("csrc/cuda/*.cu"),
             include_dirs=[os.path.join(HERE, "csrc")] + _pip_cuda_include_dirs(),
             define_macros=[("ILSGAN_EXT_NAME", "_C_cuda")],
-            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]},
         )
     )
 elif os.environ.get("ILSGAN_REQUIRE_CUDA") == "1":

@@ -2,14 +2,57 @@
 
 Every op takes ``impl="auto" | "ref" | "cpu" | "cuda" | "triton"`` and ``strict=None``; see
 ``../shared/spec/OPS.md`` in the repository and :func:`backend_info` for what runs where.
+
+Op modules are imported on first use of one of their names, so ``import ilsgan.ops`` stays cheap
+and never touches a compiled extension.
 """
 
+import importlib
+from typing import Dict, Optional, Sequence
+
 from ._dispatch import BACKENDS, BackendUnavailableError, backend_info, format_backend_info, strict_from_env
+
+# public name -> module of ilsgan.ops that defines it
+_EXPORTS: Dict[str, str] = {
+    "bias_act": "bias_act",
+    "upfirdn2d": "upfirdn2d",
+    "setup_filter": "upfirdn2d",
+    "filter2d": "upfirdn2d",
+    "upsample2d": "upfirdn2d",
+    "downsample2d": "upfirdn2d",
+    "conv2d_resample": "conv2d_resample",
+    "modulated_conv2d": "modulated_conv2d",
+    "composite": "composite",
+    "ils_terms": "ils_terms",
+    "mask_terms": "ils_terms",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ilsgan.ops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def load_all_ops() -> None:
+    """Import every op module, registering its backends with the dispatcher."""
+    for module in sorted(set(_EXPORTS.values())):
+        importlib.import_module(f"{__name__}.{module}")
+
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "backend_info",
     "format_backend_info",
+    "load_all_ops",
     "strict_from_env",
+    *_EXPORTS,
 ]

@@ -149,6 +149,9 @@ def backend_info(ops: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dic
     Returns ``{op: {"cpu": {"auto": name, "unavailable": {backend: reason}}, "cuda": {...}}}``.
     Per-call limits (dtype, shapes) are not included: those are reported when a call hits them.
     """
+    from . import load_all_ops  # op modules register themselves on import
+
+    load_all_ops()
     names = list(ops) if ops is not None else sorted(_REGISTRY)
     info: Dict[str, Dict[str, Dict[str, object]]] = {}
     for name in names:
