@@ -3,8 +3,10 @@
 Without a GPU, Triton kernels run through the Triton interpreter on CPU tensors; the variable
 must be set before any ``@triton.jit`` function is defined, hence here, before test modules load.
 
-``ILSGAN_TEST_REQUIRE`` (comma-separated backends, e.g. ``cpu,triton``; CI sets it) turns a
-backend that cannot run from a skip into a failure, so a broken build cannot pass as "skipped".
+Backends that must run (a skip would hide a broken build) fail instead of skipping. By default
+those are ``cpu`` and ``triton`` (the README's install builds the one and installs the other), plus
+``cuda`` when a GPU is present. ``ILSGAN_TEST_REQUIRE`` overrides the list (comma-separated; empty
+for none), e.g. ``ILSGAN_TEST_REQUIRE= pytest`` on a machine without Triton.
 """
 
 import os
@@ -15,7 +17,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-REQUIRED_BACKENDS = {b for b in os.environ.get("ILSGAN_TEST_REQUIRE", "").split(",") if b}
+_DEFAULT_REQUIRED = "cpu,triton,cuda" if torch.cuda.is_available() else "cpu,triton"
+REQUIRED_BACKENDS = {b for b in os.environ.get("ILSGAN_TEST_REQUIRE", _DEFAULT_REQUIRED).split(",") if b}
 
 
 def test_device(backend: str) -> torch.device:
