@@ -1,0 +1,401 @@
+"""Fused bias + activation + gain + clamp (NVlabs StyleGAN2-ADA ``bias_act`` semantics).
+
+``y = clamp(act(x + b, alpha) * gain, -clamp, clamp)`` with ``b`` broadcast along ``dim``.
+
+Backends: ``ref`` (plain torch, any order of gradients), ``cpu`` (C++ in ``csrc/cpu/bias_act.cpp``),
+``cuda`` (``csrc/cuda/bias_act.cu``), ``triton`` (``kernels/bias_act.py``). The fast backends are
+``torch.library`` custom ops (``ilsgan::bias_act``, ``ilsgan::bias_act_grad``,
+``ilsgan::bias_act_grad2``): the backward is itself an op with its own backward, so first and second
+order gradients (R1 penalty) work and ``torch.compile`` does not graph-break.
+
+Gradient kernels work from what the activation needs: ``relu``/``lrelu``/``linear`` (and the clamp
+mask) from the output ``y`` alone, ``tanh``/``sigmoid``/``elu``/``selu``/``softplus`` from ``y``,
+``swish`` from ``x``. The bias gradient (the reduction of ``dx`` over every dim but ``dim``) is fused
+into the gradient kernel (per-thread / per-block partial sums, then a deterministic sum of the
+partials), never a second pass over ``dx``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._dispatch import OpSpec, register_op, resolve
+
+__all__ = ["bias_act", "ACTIVATIONS", "SPEC"]
+
+SPEC = register_op(OpSpec("bias_act", ("ref", "cpu", "cuda", "triton")))
+
+
+class _Act(NamedTuple):
+    index: int  # kernel id, shared by all backends (same numbering as NVlabs' cuda_idx)
+    def_alpha: float
+    def_gain: float
+    ref: str  # what the first-order gradient kernel reads: "" (nothing), "y" (output) or "x" (input)
+    has_2nd_grad: bool
+
+
+ACTIVATIONS = {
+    "linear": _Act(1, 0.0, 1.0, "", False),
+    "relu": _Act(2, 0.0, math.sqrt(2), "y", False),
+    "lrelu": _Act(3, 0.2, math.sqrt(2), "y", False),
+    "tanh": _Act(4, 0.0, 1.0, "y", True),
+    "sigmoid": _Act(5, 0.0, 1.0, "y", True),
+    "elu": _Act(6, 0.0, 1.0, "y", True),
+    "selu": _Act(7, 0.0, 1.0, "y", True),
+    "softplus": _Act(8, 0.0, 1.0, "y", True),
+    "swish": _Act(9, 0.0, math.sqrt(2), "x", True),
+}
+_INDEX_TO_ACT = {a.index: a for a in ACTIVATIONS.values()}
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference (plain torch): the oracle, differentiable to any order.
+
+
+def _act_ref(name: str, x: Tensor, alpha: float) -> Tensor:
+    F = torch.nn.functional
+    if name == "linear":
+        return x
+    if name == "relu":
+        return F.relu(x)
+    if name == "lrelu":
+        return F.leaky_relu(x, alpha)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "elu":
+        return F.elu(x)  # NVlabs: alpha is ignored (always 1)
+    if name == "selu":
+        return F.selu(x)
+    if name == "softplus":
+        return F.softplus(x)
+    if name == "swish":
+        return torch.sigmoid(x) * x
+    raise AssertionError(name)
+
+
+def _bias_act_ref(x: Tensor, b: Optional[Tensor], dim: int, act: str, alpha: float, gain: float, clamp: float) -> Tensor:
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = _act_ref(act, x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels per backend. Every backend exposes the same two functions:
+#   fwd(x, b, dim, act, alpha, gain, clamp) -> y
+#   grad(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db) -> (dx, db)
+# order 1: dx = g * gain * act'(x+b), zeroed where the output was clamped (g is dy).
+# order 2: dx = g * dy * gain * act''(x+b), same mask (g is the gradient of dx).
+# db = dx summed over every dim but ``dim`` ([0]-shaped when need_db is False).
+# Tensors x, y, g, dy share one dense layout (contiguous or channels_last); b is contiguous 1-D.
+
+
+def _kernels(backend: str):
+    if backend == "cpu":
+        from ._extensions import cpu_ops
+
+        ops = cpu_ops()
+        return ops.bias_act_fwd, ops.bias_act_grad
+    if backend == "cuda":
+        from ._extensions import cuda_ops
+
+        ops = cuda_ops()
+        return ops.bias_act_fwd, ops.bias_act_grad
+    if backend == "triton":
+        from ilsgan.kernels import bias_act as tk
+
+        return tk.bias_act_fwd, tk.bias_act_grad
+    raise ValueError(f"bias_act: no kernels for backend {backend!r}")
+
+
+def _layout_of(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and not x.is_contiguous() and x.stride(1) == 1:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _same_layout(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` with the strides of the dense tensor ``like`` (a copy only when they differ)."""
+    if t.stride() == like.stride():
+        return t
+    out = torch.empty_like(like, dtype=t.dtype)
+    out.copy_(t)
+    return out
+
+
+@torch.library.custom_op("ilsgan::bias_act", mutates_args=())
+def _bias_act_op(
+    x: Tensor, b: Optional[Tensor], dim: int, act: int, alpha: float, gain: float, clamp: float, backend: str
+) -> Tensor:
+    if x.numel() == 0:
+        return torch.empty_like(x)
+    fwd, _ = _kernels(backend)
+    return fwd(x, b, dim, act, alpha, gain, clamp)
+
+
+@_bias_act_op.register_fake
+def _(x, b, dim, act, alpha, gain, clamp, backend):
+    return torch.empty_like(x)
+
+
+def _grad_impl(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db, backend):
+    like = y if y is not None else (x if x is not None else g)
+    g = _same_layout(g, like)
+    if dy is not None:
+        dy = _same_layout(dy, like)
+    if g.numel() == 0:
+        db = torch.zeros([g.shape[dim]] if need_db else [0], dtype=g.dtype, device=g.device)
+        return torch.empty_like(g), db
+    _, grad = _kernels(backend)
+    return grad(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db)
+
+
+def _grad_fake(g, x, b, y, dy, dim, need_db):
+    like = y if y is not None else (x if x is not None else g)
+    dx = torch.empty_like(like, dtype=g.dtype)
+    db = g.new_empty([g.shape[dim]] if need_db else [0])
+    return dx, db
+
+
+@torch.library.custom_op("ilsgan::bias_act_grad", mutates_args=())
+def _bias_act_grad_op(
+    dy: Tensor, x: Optional[Tensor], b: Optional[Tensor], y: Optional[Tensor], dim: int, act: int,
+    alpha: float, gain: float, clamp: float, need_db: bool, backend: str,
+) -> Tuple[Tensor, Tensor]:
+    return _grad_impl(dy, x, b, y, None, 1, dim, act, alpha, gain, clamp, need_db, backend)
+
+
+@_bias_act_grad_op.register_fake
+def _(dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend):
+    return _grad_fake(dy, x, b, y, None, dim, need_db)
+
+
+@torch.library.custom_op("ilsgan::bias_act_grad2", mutates_args=())
+def _bias_act_grad2_op(
+    g: Tensor, dy: Tensor, x: Optional[Tensor], b: Optional[Tensor], y: Optional[Tensor], dim: int, act: int,
+    alpha: float, gain: float, clamp: float, need_db: bool, backend: str,
+) -> Tuple[Tensor, Tensor]:
+    return _grad_impl(g, x, b, y, dy, 2, dim, act, alpha, gain, clamp, need_db, backend)
+
+
+@_bias_act_grad2_op.register_fake
+def _(g, dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend):
+    return _grad_fake(g, x, b, y, dy, dim, need_db)
+
+
+def _saves(act: int, alpha: float, clamp: float):
+    """(save x and b, save y) for the gradient of the forward op."""
+    spec = _INDEX_TO_ACT[act]
+    if spec.index == 3 and alpha < 0:  # lrelu with a negative slope: sign of y says nothing, use x
+        return True, False
+    save_x = spec.ref == "x" or spec.has_2nd_grad
+    save_y = spec.ref == "y" or (clamp >= 0 and spec.ref != "x")
+    return save_x, save_y
+
+
+def _fwd_setup(ctx, inputs, output):
+    x, b, dim, act, alpha, gain, clamp, backend = inputs
+    save_x, save_y = _saves(act, alpha, clamp)
+    ctx.args = (dim, act, alpha, gain, clamp, backend)
+    ctx.has_b = b is not None
+    ctx.save_for_backward(x if save_x else None, b if save_x else None, output if save_y else None)
+    ctx.fmt = _layout_of(x)
+
+
+def _fwd_backward(ctx, dy):
+    dim, act, alpha, gain, clamp, backend = ctx.args
+    x, b, y = ctx.saved_tensors
+    dy = dy.contiguous(memory_format=ctx.fmt)
+    need_db = ctx.has_b and ctx.needs_input_grad[1]
+    if not (ctx.needs_input_grad[0] or need_db):
+        return None, None, None, None, None, None, None, None
+    dx, db = _bias_act_grad_op(dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend)
+    return dx, (db if need_db else None), None, None, None, None, None, None
+
+
+_bias_act_op.register_autograd(_fwd_backward, setup_context=_fwd_setup)
+
+
+def _grad_setup(ctx, inputs, output):
+    dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend = inputs
+    spec = _INDEX_TO_ACT[act]
+    ctx.args = (dim, act, alpha, gain, clamp, backend)
+    ctx.has_2nd = spec.has_2nd_grad and x is not None
+    ctx.has_b = b is not None
+    ctx.need_db = need_db
+    ctx.save_for_backward(dy if ctx.has_2nd else None, x, b, y)
+
+
+def _grad_backward(ctx, d_dx, d_db):
+    dim, act, alpha, gain, clamp, backend = ctx.args
+    dy, x, b, y = ctx.saved_tensors
+    like = y if y is not None else x
+    if d_dx is not None and like is not None:
+        d_dx = _same_layout(d_dx.contiguous(), like) if d_dx.stride() != like.stride() else d_dx
+    if ctx.need_db and d_db is not None and d_db.numel() > 0:
+        shape = [1] * (like.dim() if like is not None else d_dx.dim())
+        shape[dim] = -1
+        extra = d_db.reshape(shape)
+        d_dx = extra.expand(like.shape if like is not None else d_dx.shape) if d_dx is None else d_dx + extra
+        if like is not None:
+            d_dx = _same_layout(d_dx, like)
+    if d_dx is None:
+        return (None,) * 11
+    d_dy = d_x = d_b = None
+    if ctx.needs_input_grad[0]:
+        d_dy, _ = _bias_act_grad_op(d_dx, x, b, y, dim, act, alpha, gain, clamp, False, backend)
+    if ctx.has_2nd and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        need_db = ctx.has_b and ctx.needs_input_grad[2]
+        d_x, d_b = _bias_act_grad2_op(d_dx, dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend)
+        if not need_db:
+            d_b = None
+        if not ctx.needs_input_grad[1]:
+            d_x = None
+    return d_dy, d_x, d_b, None, None, None, None, None, None, None, None
+
+
+_bias_act_grad_op.register_autograd(_grad_backward, setup_context=_grad_setup)
+
+
+# ------------------------------------------------------------------------------------------------
+# Public function.
+
+
+_missing_cache = {}
+
+
+def _kernel_missing(backend: str) -> Optional[str]:
+    """Why the (loaded) extension / kernel module lacks bias_act, e.g. a stale build; None if present."""
+    if backend not in _missing_cache:
+        reason = None
+        if backend in ("cpu", "cuda"):
+            ns = getattr(torch.ops, f"ilsgan_{backend}")
+            if not (hasattr(ns, "bias_act_fwd") and hasattr(ns, "bias_act_grad")):
+                reason = f"the loaded ilsgan {backend} extension has no bias_act kernels (rebuild it: tools/build.sh)"
+        elif backend == "triton":
+            import importlib.util
+
+            if importlib.util.find_spec("ilsgan.kernels.bias_act") is None:
+                reason = "ilsgan.kernels.bias_act is missing"
+        _missing_cache[backend] = reason
+    return _missing_cache[backend]
+
+
+def _unsupported(x: Tensor):
+    def check(backend: str) -> Optional[str]:
+        if backend != "ref" and x.dtype not in _FLOAT_DTYPES:
+            return f"dtype {x.dtype} not handled"
+        if backend != "ref":
+            return _kernel_missing(backend)
+        return None
+
+    return check
+
+
+def _as_float(name: str, value, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        else:
+            raise TypeError(f"bias_act: {name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"bias_act: {name} must be finite, got {value}")
+    return value
+
+
+def bias_act(
+    x: Tensor,
+    b: Optional[Tensor] = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: Optional[float] = None,
+    gain: Optional[float] = None,
+    clamp: Optional[float] = None,
+    impl: str = "auto",
+    strict: Optional[bool] = None,
+) -> Tensor:
+    r"""Fused bias, activation, gain and clamp: ``clamp(act(x + b, alpha) * gain, -clamp, clamp)``.
+
+    Args:
+        x: floating-point tensor of any shape (float32, float64, float16; bfloat16 too — fp16/bf16
+            are computed in float32). Contiguous and channels_last (4-D) inputs are used as they
+            are and the output has the same memory format; any other layout (e.g. a slice or a
+            transpose) is first copied to a contiguous tensor.
+        b: optional 1-D bias of length ``x.shape[dim]``, same dtype and device as ``x``.
+        dim: the dimension of ``x`` the bias runs along (negative counts from the end). Only
+            checked when ``b`` is given.
+        act: one of ``linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish``.
+        alpha: the activation's shape parameter (only ``lrelu`` uses it; default 0.2).
+        gain: output scale; default per activation: sqrt(2) for relu, lrelu and swish, 1 otherwise.
+        clamp: clamp the output to ``[-clamp, clamp]`` (``clamp >= 0``); ``None`` disables it.
+        impl: ``"auto"`` (best backend for ``x.device``), ``"ref"``, ``"cpu"``, ``"cuda"`` or
+            ``"triton"``; a forced backend that cannot run raises ``BackendUnavailableError``.
+        strict: make a fallback of ``auto`` to ``ref`` an error (default: env ``ILSGAN_STRICT``).
+
+    Returns:
+        A tensor of the shape, dtype and memory format of ``x`` (``x`` itself when the op is the
+        identity: linear, no bias, gain 1, no clamp). First- and second-order gradients with
+        respect to ``x`` and ``b`` on every backend.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"bias_act: x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"bias_act: x must be a floating-point tensor, got dtype {x.dtype}")
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise ValueError(f"bias_act: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    spec = ACTIVATIONS[act]
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"bias_act: dim must be an int, got {type(dim).__name__}")
+    alpha = spec.def_alpha if alpha is None else _as_float("alpha", alpha)
+    gain = spec.def_gain if gain is None else _as_float("gain", gain)
+    if clamp is None:
+        clamp = -1.0
+    else:
+        clamp = _as_float("clamp", clamp, allow_inf=True)
+        if clamp < 0:
+            raise ValueError(f"bias_act: clamp must be >= 0 (or None to disable), got {clamp}")
+    if b is not None:
+        if not isinstance(b, Tensor):
+            raise TypeError(f"bias_act: b must be a torch.Tensor or None, got {type(b).__name__}")
+        if x.dim() == 0:
+            raise ValueError("bias_act: x must have at least one dimension when b is given")
+        if not -x.dim() <= dim < x.dim():
+            raise ValueError(f"bias_act: dim={dim} is out of range for x with {x.dim()} dimensions")
+        dim = dim % x.dim()
+        if b.dim() != 1:
+            raise ValueError(f"bias_act: b must be 1-D, got shape {tuple(b.shape)}")
+        if b.shape[0] != x.shape[dim]:
+            raise ValueError(
+                f"bias_act: b has length {b.shape[0]} but x.shape[{dim}] = {x.shape[dim]} (dim={dim})"
+            )
+        if b.device != x.device:
+            raise ValueError(f"bias_act: b is on {b.device} but x is on {x.device}")
+        if b.dtype != x.dtype:
+            raise TypeError(f"bias_act: b has dtype {b.dtype} but x has dtype {x.dtype}; they must match")
+    else:
+        dim = 0
+    if not isinstance(impl, str):
+        raise ValueError(f"bias_act: impl must be a string, got {type(impl).__name__}")
+
+    backend = resolve(SPEC, impl, x.device, strict, _unsupported(x))
+    if backend == "ref":
+        return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+    if act == "linear" and b is None and gain == 1 and clamp < 0:
+        return x
+    x = x.contiguous(memory_format=_layout_of(x))
+    if b is not None:
+        b = b.contiguous()
+    return _bias_act_op(x, b, dim, spec.index, alpha, gain, clamp, backend)
