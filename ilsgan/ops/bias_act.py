@@ -304,6 +304,14 @@ def _unsupported(x: Tensor):
     return check
 
 
+@torch.compiler.assume_constant_result
+def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
+    # Evaluated eagerly (also while torch.compile traces): the choice depends on facts about the
+    # process only, and tracing into the extension loader would break the graph.
+    probe = torch.empty(0, dtype=dtype)
+    return resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(probe))
+
+
 def _as_float(name: str, value, allow_inf: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, Tensor) and value.numel() == 1:
@@ -390,7 +398,7 @@ def bias_act(
     if not isinstance(impl, str):
         raise ValueError(f"bias_act: impl must be a string, got {type(impl).__name__}")
 
-    backend = resolve(SPEC, impl, x.device, strict, _unsupported(x))
+    backend = _resolve(impl, x.device.type, strict, x.dtype)
     if backend == "ref":
         return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     if act == "linear" and b is None and gain == 1 and clamp < 0:
