@@ -1,0 +1,536 @@
+"""StyleGAN2 modulated convolution with a fused synthesis-layer epilogue.
+
+``y = clamp(act(conv2d_resample(x, w * s [* d]) + noise + bias) * gain, -clamp, clamp)``
+
+with ``d[n,o] = rsqrt(sum_{i,k} (w[o,i,k] s[n,i])^2 + 1e-8)`` (demodulation). Without the epilogue
+arguments (``bias=None, act="linear", gain=None, clamp=None``) this is NVlabs StyleGAN2-ADA
+``networks.modulated_conv2d`` exactly; with them it is a whole ``SynthesisLayer`` / ``ToRGBLayer``
+(the NVlabs layer calls ``bias_act(x, bias, act, gain, clamp)`` after the modulated conv).
+
+Backends
+--------
+``ref``: the NVlabs code in plain torch, then :func:`ilsgan.ops.bias_act` (``impl="ref"``) for the
+epilogue; any order of gradients. ``fused_modconv=True`` is NVlabs' grouped conv (per-sample weights,
+``groups=N``), ``False`` NVlabs' "scale activations -> shared conv -> fma(d, noise)".
+
+``cpu`` / ``cuda`` / ``triton``: the demodulation coefficients are computed without the per-sample
+weight, ``d = rsqrt(s^2 @ (sum_k w^2)^T + 1e-8)`` (an [N,I]x[I,O] product), then
+1. ``xs = x * s`` (custom op ``ilsgan::modconv_scale``; its backward is one fused pass producing
+   ``dx = dxs * s`` and ``ds[n,i] = sum_hw dxs * x``),
+2. one shared-weight :func:`ilsgan.ops.conv2d_resample` (torch's conv: mkldnn / cuDNN; the FIR steps
+   of up/down-sampling on this backend's upfirdn2d),
+3. one epilogue pass (custom op ``ilsgan::modconv_epilogue``) applying ``d``, noise, bias, the
+   activation, gain and clamp. It saves the conv output ``z`` (not ``y``); its backward is one pass
+   over ``(dy, z)`` that writes ``dz`` and reduces, in the same pass, ``sum_hw du*z`` per (n, o) (the
+   gradient of ``d``, from which the style and weight gradients of the demodulation follow through
+   small [N,O]x[O,I] products), the bias gradient and the noise gradient.
+Kernels: ``csrc/cpu/modulated_conv2d.cpp``, ``csrc/cuda/modulated_conv2d.cu``,
+``kernels/modulated_conv2d.py``. The fused epilogue handles ``linear``, ``relu`` and ``lrelu``
+(``alpha >= 0``); other activations run the epilogue without bias and then
+:func:`ilsgan.ops.bias_act` on the same backend. First-order gradients w.r.t. ``x``, ``weight``,
+``styles``, ``noise`` and ``bias`` are exact; second-order gradients through the fast backends are
+not provided (StyleGAN2 path-length regularization is not used by ILSGAN): use ``impl="ref"``.
+
+``fused_modconv=None`` (default) picks, on every backend, the shared-weight path for ``N > 1`` (on
+CPU and GPU it is the faster one in training: one big conv instead of N small grouped convs, and no
+[N,O,I,k,k] weight) and the per-sample weight for ``N == 1`` (the weight is then folded:
+``w * s * d`` has the size of ``w``, so no activation scaling is needed). ``True`` / ``False`` force
+the grouped / shared-weight path (on the fast backends too; the grouped path then skips ``d`` in the
+epilogue).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ._dispatch import OpSpec, register_op, resolve
+from .conv2d_resample import _check_factor, _check_filter, _upfirdn_impl, conv2d_resample, output_size, parse_padding
+
+__all__ = ["modulated_conv2d", "SPEC"]
+
+SPEC = register_op(OpSpec("modulated_conv2d", ("ref", "cpu", "cuda", "triton")))
+
+_ACTS = {  # name -> (kernel id as in bias_act, default alpha, default gain)
+    "linear": (1, 0.0, 1.0),
+    "relu": (2, 0.0, math.sqrt(2)),
+    "lrelu": (3, 0.2, math.sqrt(2)),
+    "tanh": (4, 0.0, 1.0),
+    "sigmoid": (5, 0.0, 1.0),
+    "elu": (6, 0.0, 1.0),
+    "selu": (7, 0.0, 1.0),
+    "softplus": (8, 0.0, 1.0),
+    "swish": (9, 0.0, math.sqrt(2)),
+}
+_FUSED_ACTS = (1, 2, 3)
+_OP = "modulated_conv2d"
+
+
+# ------------------------------------------------------------------------------------------------
+# NVlabs reference paths (plain torch).
+
+
+def _prenormalize(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool) -> Tuple[Tensor, Tensor]:
+    """NVlabs: pre-normalize weight and styles when x is fp16 (avoids fp16 overflow)."""
+    if x.dtype == torch.float16 and demodulate:
+        i, kh, kw = weight.shape[1:]
+        weight = weight * (1 / math.sqrt(i * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    return weight, styles
+
+
+def _nvlabs_modconv(
+    x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None, demodulate=True,
+    flip_weight=True, fused_modconv=True, impl="ref", strict=None,
+):
+    """NVlabs ``networks.modulated_conv2d`` (noise added out of place); FIR steps on ``impl``."""
+    n = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    weight, styles = _prenormalize(x, weight, styles, demodulate)
+    w = None
+    dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [NOIkk]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [NO]
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight, impl=impl, strict=strict)
+        if demodulate and noise is not None:
+            x = torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))  # NVlabs fma
+        elif demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        elif noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, in_channels, kh, kw)
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=n,
+                        flip_weight=flip_weight, impl=impl, strict=strict)
+    x = x.reshape(n, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+def _epilogue_ref(x, bias, act, alpha, gain, clamp, impl="ref"):
+    from .bias_act import bias_act
+
+    if bias is None and act == "linear" and gain == 1 and clamp is None:
+        return x
+    return bias_act(x, None if bias is None else bias.to(x.dtype), act=act, alpha=alpha, gain=gain, clamp=clamp,
+                    impl=impl)
+
+
+def _nvlabs_grouped(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None, demodulate=True,
+                    flip_weight=True, bias=None, act="linear", alpha=None, gain=None, clamp=None):
+    """NVlabs path (a): per-sample weights and one grouped conv, then plain-torch bias_act."""
+    y = _nvlabs_modconv(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight, True)
+    return _epilogue_ref(y, bias, act, alpha, gain, clamp)
+
+
+def _nvlabs_fma(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None, demodulate=True,
+                flip_weight=True, bias=None, act="linear", alpha=None, gain=None, clamp=None):
+    """NVlabs path (b): scale activations, shared conv, fma(d, noise), then plain-torch bias_act."""
+    y = _nvlabs_modconv(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight, False)
+    return _epilogue_ref(y, bias, act, alpha, gain, clamp)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels of the fast backends. Each backend exposes
+#   epilogue_fwd(z, d, noise, b, noise_mode, act, alpha, gain, clamp) -> y
+#   epilogue_bwd(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db, need_dnoise)
+#       -> (dz, dd, db, dnoise)
+#   scale_bwd(dxs, x, s, need_ds) -> (dx, ds)
+# z, y, dy, dz (and noise/dnoise in mode 2) share one dense layout, NCHW or channels_last; z's dtype
+# is float16/bfloat16/float32/float64; d [N,O], b [O], noise (mode 1: [N,H*W]) are in the compute
+# dtype (float64 for float64, float32 otherwise), as are dd, db, dnoise and ds. d None = 1, b None = 0.
+# u = z*d + noise + b; y = clamp(act(u)*gain); du = dy*gain*act'(u)*[|act(u)*gain| <= clamp];
+# dz = du*d; dd = sum_hw du*z; db = sum_{n,hw} du; dnoise = sum_o du (mode 1) or du (mode 2).
+# Unneeded gradients come back as empty tensors.
+
+
+def _kernels(backend: str):
+    if backend == "cpu":
+        from ._extensions import cpu_ops
+
+        ops = cpu_ops()
+        return ops.modconv_epilogue_fwd, ops.modconv_epilogue_bwd, ops.modconv_scale_bwd
+    if backend == "cuda":
+        from ._extensions import cuda_ops
+
+        ops = cuda_ops()
+        return ops.modconv_epilogue_fwd, ops.modconv_epilogue_bwd, ops.modconv_scale_bwd
+    if backend == "triton":
+        from ilsgan.kernels import modulated_conv2d as tk
+
+        return tk.modconv_epilogue_fwd, tk.modconv_epilogue_bwd, tk.modconv_scale_bwd
+    raise ValueError(f"{_OP}: no kernels for backend {backend!r}")
+
+
+def _layout_of(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _dense(x: Tensor) -> Tensor:
+    """``x`` if it is NCHW- or channels_last-contiguous, else a contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+@torch.library.custom_op("ilsgan::modconv_epilogue", mutates_args=())
+def _epilogue_op(
+    z: Tensor, d: Optional[Tensor], noise: Optional[Tensor], b: Optional[Tensor], noise_mode: int, act: int,
+    alpha: float, gain: float, clamp: float, backend: str,
+) -> Tensor:
+    fwd, _, _ = _kernels(backend)
+    return fwd(z, d, noise, b, noise_mode, act, alpha, gain, clamp)
+
+
+@_epilogue_op.register_fake
+def _(z, d, noise, b, noise_mode, act, alpha, gain, clamp, backend):
+    return torch.empty_like(z)
+
+
+@torch.library.custom_op("ilsgan::modconv_epilogue_bwd", mutates_args=())
+def _epilogue_bwd_op(
+    dy: Tensor, z: Tensor, d: Optional[Tensor], noise: Optional[Tensor], b: Optional[Tensor], noise_mode: int,
+    act: int, alpha: float, gain: float, clamp: float, need_dd: bool, need_db: bool, need_dnoise: bool, backend: str,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    _, bwd, _ = _kernels(backend)
+    return tuple(bwd(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db, need_dnoise))
+
+
+@_epilogue_bwd_op.register_fake
+def _(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db, need_dnoise, backend):
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    n, o = z.shape[:2]
+    hw = z.shape[2] * z.shape[3]
+    dz = torch.empty_like(z)
+    dd = z.new_empty([n, o] if need_dd else [0], dtype=acc)
+    db = z.new_empty([o] if need_db else [0], dtype=acc)
+    if need_dnoise and noise_mode == 1:
+        dn = z.new_empty([n, hw], dtype=acc)
+    elif need_dnoise and noise_mode == 2:
+        dn = torch.empty_like(z, dtype=acc)
+    else:
+        dn = z.new_empty([0], dtype=acc)
+    return dz, dd, db, dn
+
+
+def _epilogue_setup(ctx, inputs, output):
+    z, d, noise, b, noise_mode, act, alpha, gain, clamp, backend = inputs
+    ctx.args = (noise_mode, act, alpha, gain, clamp, backend)
+    ctx.fmt = _layout_of(z)
+    ctx.save_for_backward(z, d, noise, b)
+
+
+def _epilogue_backward(ctx, dy):
+    noise_mode, act, alpha, gain, clamp, backend = ctx.args
+    z, d, noise, b = ctx.saved_tensors
+    need_dd = d is not None and ctx.needs_input_grad[1]
+    need_dn = noise is not None and ctx.needs_input_grad[2]
+    need_db = b is not None and ctx.needs_input_grad[3]
+    dy = dy.contiguous(memory_format=ctx.fmt)
+    dz, dd, db, dn = _epilogue_bwd_op(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db,
+                                      need_dn, backend)
+    return (dz if ctx.needs_input_grad[0] else None, dd if need_dd else None, dn if need_dn else None,
+            db if need_db else None, None, None, None, None, None, None)
+
+
+_epilogue_op.register_autograd(_epilogue_backward, setup_context=_epilogue_setup)
+
+
+@torch.library.custom_op("ilsgan::modconv_scale", mutates_args=())
+def _scale_op(x: Tensor, s: Tensor, backend: str) -> Tensor:
+    # One elementwise pass; torch's mul keeps x's memory format. s is rounded to x's dtype (NVlabs).
+    return x * s.to(x.dtype).reshape(s.shape[0], s.shape[1], 1, 1)
+
+
+@_scale_op.register_fake
+def _(x, s, backend):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("ilsgan::modconv_scale_bwd", mutates_args=())
+def _scale_bwd_op(dxs: Tensor, x: Tensor, s: Tensor, need_ds: bool, backend: str) -> Tuple[Tensor, Tensor]:
+    _, _, bwd = _kernels(backend)
+    return tuple(bwd(dxs, x, s, need_ds))
+
+
+@_scale_bwd_op.register_fake
+def _(dxs, x, s, need_ds, backend):
+    return torch.empty_like(x), s.new_empty(s.shape if need_ds else [0])
+
+
+def _scale_setup(ctx, inputs, output):
+    x, s, backend = inputs
+    ctx.backend = backend
+    ctx.fmt = _layout_of(x)
+    ctx.save_for_backward(x, s)
+
+
+def _scale_backward(ctx, dxs):
+    x, s = ctx.saved_tensors
+    need_ds = ctx.needs_input_grad[1]
+    dxs = dxs.contiguous(memory_format=ctx.fmt)
+    dx, ds = _scale_bwd_op(dxs, x, s, need_ds, ctx.backend)
+    return (dx if ctx.needs_input_grad[0] else None), (ds if need_ds else None), None
+
+
+_scale_op.register_autograd(_scale_backward, setup_context=_scale_setup)
+
+
+def _modconv_fast(
+    x, weight, styles, noise, up, down, pad, f, demodulate, flip_weight, grouped, bias, act, alpha, gain, clamp,
+    backend, strict,
+):
+    n, i, h, w_ = x.shape
+    o, _, kh, kw = weight.shape
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    weight, styles = _prenormalize(x, weight, styles, demodulate)
+    dco = None
+    if demodulate:
+        q = weight.to(acc).square().sum(dim=[2, 3])  # [O, I]
+        dco = (styles.to(acc).square() @ q.t() + 1e-8).rsqrt()  # [N, O]
+    ufd = _upfirdn_impl(backend, x.device.type)
+    x = _dense(x)
+    if grouped:
+        wn = weight.to(acc).unsqueeze(0) * styles.to(acc).reshape(n, 1, i, 1, 1)
+        if dco is not None:
+            wn = wn * dco.reshape(n, o, 1, 1, 1)
+        if n == 1:
+            z = conv2d_resample(x, wn[0].to(x.dtype), f=f, up=up, down=down, padding=list(pad),
+                                flip_weight=flip_weight, impl=ufd, strict=strict)
+        else:
+            z = conv2d_resample(x.reshape(1, n * i, h, w_), wn.reshape(n * o, i, kh, kw).to(x.dtype), f=f, up=up,
+                                down=down, padding=list(pad), groups=n, flip_weight=flip_weight, impl=ufd,
+                                strict=strict)
+            z = z.reshape(n, o, *z.shape[2:])
+        d_epi = None
+    else:
+        xs = _scale_op(x, styles.to(acc).contiguous(), backend)
+        z = conv2d_resample(xs, weight.to(x.dtype), f=f, up=up, down=down, padding=list(pad), flip_weight=flip_weight,
+                            impl=ufd, strict=strict)
+        d_epi = dco.contiguous() if dco is not None else None
+
+    act_id, _, _ = _ACTS[act]
+    fused_act = act_id in _FUSED_ACTS and (act_id != 3 or alpha >= 0)
+    z = _dense(z)
+    if not fused_act:
+        e_b, e_act, e_alpha, e_gain, e_clamp = None, 1, 0.0, 1.0, -1.0
+    else:
+        e_b, e_act, e_alpha, e_gain = bias, act_id, alpha, gain
+        e_clamp = -1.0 if clamp is None else clamp
+    noise_mode = 0
+    if noise is not None:
+        oh, ow = z.shape[2], z.shape[3]
+        noise = noise.to(acc)
+        if noise.shape[1] == 1:
+            noise_mode = 1
+            noise = noise.expand(n, 1, oh, ow).reshape(n, oh * ow).contiguous()
+        else:
+            noise_mode = 2
+            noise = noise.expand(n, o, oh, ow).contiguous(memory_format=_layout_of(z))
+    if e_b is not None:
+        e_b = e_b.to(acc).contiguous()
+    if d_epi is None and noise is None and e_b is None and e_act == 1 and e_gain == 1 and e_clamp < 0:
+        y = z
+    else:
+        y = _epilogue_op(z, d_epi, noise, e_b, noise_mode, e_act, float(e_alpha), float(e_gain), float(e_clamp),
+                         backend)
+    if not fused_act:
+        from .bias_act import bias_act
+
+        y = bias_act(y, None if bias is None else bias.to(y.dtype), act=act, alpha=alpha, gain=gain, clamp=clamp,
+                     impl=backend, strict=strict)
+    return y
+
+
+# ------------------------------------------------------------------------------------------------
+# Public function.
+
+_missing_cache = {}
+
+
+def _kernel_missing(backend: str) -> Optional[str]:
+    if backend not in _missing_cache:
+        reason = None
+        if backend in ("cpu", "cuda"):
+            ns = getattr(torch.ops, f"ilsgan_{backend}")
+            if not all(hasattr(ns, k) for k in ("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd")):
+                reason = f"the loaded ilsgan {backend} extension has no modulated_conv2d kernels (rebuild: tools/build.sh)"
+        elif backend == "triton":
+            import importlib.util
+
+            if importlib.util.find_spec("ilsgan.kernels.modulated_conv2d") is None:
+                reason = "ilsgan.kernels.modulated_conv2d is missing"
+        _missing_cache[backend] = reason
+    return _missing_cache[backend]
+
+
+def _unsupported(x: Tensor):
+    def check(backend: str) -> Optional[str]:
+        if backend == "ref":
+            return None
+        if x.dtype == torch.bfloat16 and backend == "cpu":
+            return "the cpu kernels handle float16/float32/float64, not bfloat16"
+        return _kernel_missing(backend)
+
+    return check
+
+
+def _as_float(name: str, value, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        else:
+            raise TypeError(f"{_OP}: {name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{_OP}: {name} must be finite, got {value}")
+    return value
+
+
+def _check_tensor(t, name, x, allow_other_float=True):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{_OP}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{_OP}: {name} must be a floating-point tensor, got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"{_OP}: {name} is on {t.device} but x is on {x.device}")
+
+
+def modulated_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    styles: Tensor,
+    noise: Optional[Tensor] = None,
+    up: int = 1,
+    down: int = 1,
+    padding: Union[int, Sequence[int]] = 0,
+    resample_filter: Optional[Tensor] = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: Optional[bool] = None,
+    bias: Optional[Tensor] = None,
+    act: str = "linear",
+    alpha: Optional[float] = None,
+    gain: Optional[float] = None,
+    clamp: Optional[float] = None,
+    impl: str = "auto",
+    strict: Optional[bool] = None,
+) -> Tensor:
+    r"""Modulated (and demodulated) convolution, optionally followed by a synthesis layer's epilogue.
+
+    ``y = clamp(act(conv2d_resample(x, w * s[n] * d[n]) + noise + bias, alpha) * gain, -clamp, clamp)``
+    with ``d[n,o] = rsqrt(sum_{i,k} (w[o,i,k] s[n,i])^2 + 1e-8)`` when ``demodulate`` (else 1).
+
+    Args:
+        x: activations ``[N, I, H, W]``, float16/float32/float64 (bfloat16 on GPU backends);
+            NCHW or channels_last (kept: the output has the memory format torch's conv gives for
+            it, i.e. channels_last in -> channels_last out); other layouts are copied.
+        weight: ``[O, I, kh, kw]`` floating point (may be float32 while ``x`` is float16, as in
+            NVlabs' mixed precision; it is cast to ``x``'s dtype for the conv).
+        styles: ``[N, I]`` floating point.
+        noise: optional, added after the (demodulated) conv: 4-D, ``[N or 1, 1 or O, H', W']``
+            (NVlabs layers use ``[N, 1, H', W']``), where ``H', W'`` is the output size.
+        up, down: integer resampling factors (conv2d_resample rules: transposed stride-2 conv then
+            FIR for up, FIR then stride-2 conv for down).
+        padding: int, ``[px, py]`` or ``[px0, px1, py0, py1]`` (NVlabs convention). Output size per
+            axis ``(in*up + p0 + p1 - k + 1) // down``.
+        resample_filter: FIR filter (float32 1-D or 2-D, e.g. ``setup_filter([1,3,3,1])``), or None.
+        demodulate: apply ``d``. When ``x`` is float16 and ``demodulate``, weight and styles are first
+            normalized by their max-norms (NVlabs fp16 pre-normalization; ``d`` makes it invariant).
+        flip_weight: False = true convolution, True = correlation (NVlabs layers: ``up == 1``).
+        fused_modconv: None (default) = per-sample weight when ``N == 1`` else shared-weight conv with
+            activation scaling; True = per-sample weights + grouped conv; False = shared-weight conv.
+        bias: optional ``[O]`` bias of the epilogue.
+        act: epilogue activation, one of ``linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus,
+            swish`` (bias_act semantics; fused in the kernel: linear, relu, lrelu with alpha >= 0).
+        alpha, gain: activation parameter and output gain; None = the activation's defaults
+            (lrelu: 0.2 and sqrt(2); linear: gain 1), as in :func:`ilsgan.ops.bias_act`.
+        clamp: clamp the output to ``[-clamp, clamp]`` (>= 0), None disables it.
+        impl: ``"auto"``, ``"ref"``, ``"cpu"``, ``"cuda"`` or ``"triton"``; a forced backend that
+            cannot run raises :class:`ilsgan.ops.BackendUnavailableError`.
+        strict: make a fallback of ``auto`` to ``ref`` an error (default: env ``ILSGAN_STRICT``).
+
+    Returns:
+        ``[N, O, H', W']`` in ``x``'s dtype. First-order gradients w.r.t. x, weight, styles, noise
+        and bias on every backend; higher orders on ``ref`` only.
+
+    Example (NVlabs SynthesisLayer with ``conv_clamp=256``, layer gain ``g``)::
+
+        y = modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=1,
+                             resample_filter=f, flip_weight=(up == 1), bias=bias, act="lrelu",
+                             gain=math.sqrt(2) * g, clamp=256 * g)
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{_OP}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{_OP}: x must be 4-D [N, I, H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{_OP}: x must be a floating-point tensor, got {x.dtype}")
+    _check_tensor(weight, "weight", x)
+    if weight.dim() != 4:
+        raise ValueError(f"{_OP}: weight must be 4-D [O, I, kh, kw], got shape {tuple(weight.shape)}")
+    n, i = x.shape[:2]
+    o, wi, kh, kw = weight.shape
+    if wi != i:
+        raise ValueError(f"{_OP}: weight has {wi} input channels (weight.shape[1]) but x has {i} (x.shape[1])")
+    _check_tensor(styles, "styles", x)
+    if tuple(styles.shape) != (n, i):
+        raise ValueError(f"{_OP}: styles must have shape [N, I] = [{n}, {i}], got {tuple(styles.shape)}")
+    up = _check_factor(up, "up", _OP)
+    down = _check_factor(down, "down", _OP)
+    pad = parse_padding(padding, "padding", _OP)
+    _check_filter(resample_filter, "resample_filter", _OP, x.device)
+    for name, value in (("demodulate", demodulate), ("flip_weight", flip_weight)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{_OP}: {name} must be a bool, got {type(value).__name__}")
+    if fused_modconv is not None and not isinstance(fused_modconv, bool):
+        raise TypeError(f"{_OP}: fused_modconv must be a bool or None, got {type(fused_modconv).__name__}")
+    oh, ow = output_size(x.shape[2], x.shape[3], kh, kw, up, down, pad)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{_OP}: the output would be {oh}x{ow} (input {tuple(x.shape[2:])}, kernel {kh}x{kw}, "
+                         f"up={up}, down={down}, padding={pad}); check padding")
+    if noise is not None:
+        _check_tensor(noise, "noise", x)
+        ok = (noise.dim() == 4 and noise.shape[0] in (1, n) and noise.shape[1] in (1, o)
+              and tuple(noise.shape[2:]) == (oh, ow))
+        if not ok:
+            raise ValueError(f"{_OP}: noise must have shape [N or 1, 1 or O, H', W'] = [{n}|1, 1|{o}, {oh}, {ow}], "
+                             f"got {tuple(noise.shape)}")
+    if bias is not None:
+        _check_tensor(bias, "bias", x)
+        if tuple(bias.shape) != (o,):
+            raise ValueError(f"{_OP}: bias must have shape [O] = [{o}], got {tuple(bias.shape)}")
+    if not isinstance(act, str) or act not in _ACTS:
+        raise ValueError(f"{_OP}: act must be one of {sorted(_ACTS)}, got {act!r}")
+    _, def_alpha, def_gain = _ACTS[act]
+    alpha = def_alpha if alpha is None else _as_float("alpha", alpha)
+    gain = def_gain if gain is None else _as_float("gain", gain)
+    if clamp is not None:
+        clamp = _as_float("clamp", clamp, allow_inf=True)
+        if clamp < 0:
+            raise ValueError(f"{_OP}: clamp must be >= 0 (or None), got {clamp}")
+    if not isinstance(impl, str):
+        raise ValueError(f"{_OP}: impl must be a string, got {type(impl).__name__}")
+
+    backend = resolve(SPEC, impl, x.device, strict, _unsupported(x))
+    grouped = (n == 1) if fused_modconv is None else fused_modconv
+    if backend == "ref":
+        y = _nvlabs_modconv(x, weight, styles, noise, up, down, list(pad), resample_filter, demodulate, flip_weight,
+                            grouped, impl="ref", strict=strict)
+        return _epilogue_ref(y, bias, act, alpha, gain, clamp)
+    return _modconv_fast(x, weight, styles, noise, up, down, pad, resample_filter, demodulate, flip_weight, grouped,
+                         bias, act, alpha, gain, clamp, backend, strict)
