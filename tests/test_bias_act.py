@@ -12,6 +12,9 @@ from ilsgan.ops import BackendUnavailableError, bias_act
 from ilsgan.ops.bias_act import ACTIVATIONS, SPEC
 
 FAST = ("cpu", "cuda", "triton")
+
+# The Triton interpreter (triton 3.6) converts 1-element arrays to loop bounds: numpy warns each time.
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
 ACTS = sorted(ACTIVATIONS)
 
 
@@ -111,10 +114,12 @@ def test_gradcheck_and_gradgradcheck(backend, act):
     g = torch.Generator().manual_seed(4)
     x = (torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64) * 2).to(device).requires_grad_(True)
     b = torch.randn(3, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
+    # The Triton interpreter is slow: random-projection gradcheck (fast_mode) there.
+    fast = backend == "triton" and not torch.cuda.is_available()
     for clamp in (None, 1.5):
         fn = lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=backend)  # noqa: E731
-        assert torch.autograd.gradcheck(fn, (x, b), eps=1e-6, atol=1e-6)
-        assert torch.autograd.gradgradcheck(fn, (x, b), eps=1e-6, atol=1e-6)
+        assert torch.autograd.gradcheck(fn, (x, b), eps=1e-6, atol=1e-6, fast_mode=fast)
+        assert torch.autograd.gradgradcheck(fn, (x, b), eps=1e-6, atol=1e-6, fast_mode=fast)
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -142,7 +147,7 @@ def test_second_order_matches_ref(backend):
 @pytest.mark.parametrize("backend", FAST)
 def test_half_precision_close_to_float32(backend):
     device = require_backend(SPEC, backend)
-    dtypes = [torch.float16, torch.bfloat16] if device.type == "cuda" or backend == "cpu" else [torch.float16]
+    dtypes = [torch.float16, torch.bfloat16]
     for dtype in dtypes:
         for act, layout in [("lrelu", "contig"), ("swish", "channels_last"), ("tanh", "contig")]:
             x32 = _make(_shape(backend), layout, device, torch.float32)
