@@ -168,15 +168,25 @@ def _conv2d_resample_impl(
     return x
 
 
-def _upfirdn_impl(backend: str, device_type: str) -> str:
-    """The upfirdn2d backend to use under this op's backend (the same one when upfirdn2d has it)."""
+@torch.compiler.assume_constant_result
+def _upfirdn_impl(backend: str, device_type: str, dtype: torch.dtype) -> str:
+    """The upfirdn2d backend under this op's backend: the same one when upfirdn2d can run it for
+    this device and dtype, else ``"auto"`` (upfirdn2d's own choice, which honours strict mode)."""
     if backend == "ref":
         return "ref"
-    try:
-        from .upfirdn2d import SPEC as UFD_SPEC
-    except ImportError:  # pragma: no cover - upfirdn2d always ships with the package
-        return "ref"
-    return backend if UFD_SPEC.reason(backend, device_type) is None else "auto"
+    from . import upfirdn2d as ufd_mod
+
+    reason = ufd_mod.SPEC.reason(backend, device_type)
+    check = getattr(ufd_mod, "_unsupported_for", None)
+    if reason is None and check is not None:
+        reason = check(device_type, dtype)(backend)
+    return backend if reason is None else "auto"
+
+
+@torch.compiler.assume_constant_result
+def _resolve(impl: str, device_type: str, strict: Optional[bool]) -> str:
+    # Depends on facts about the process only; evaluated eagerly while torch.compile traces.
+    return resolve(SPEC, impl, torch.device(device_type), strict)
 
 
 def conv2d_resample(
@@ -251,6 +261,6 @@ def conv2d_resample(
         )
     if not isinstance(impl, str):
         raise ValueError(f"{op}: impl must be a string, got {type(impl).__name__}")
-    backend = resolve(SPEC, impl, x.device, strict)
+    backend = _resolve(impl, x.device.type, strict)
     return _conv2d_resample_impl(x, w, f, up, down, pad, groups, flip_weight, flip_filter,
-                                 _upfirdn_impl(backend, x.device.type), strict)
+                                 _upfirdn_impl(backend, x.device.type, x.dtype), strict)

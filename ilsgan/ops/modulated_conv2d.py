@@ -302,8 +302,9 @@ def _modconv_fast(
     if demodulate:
         q = weight.to(acc).square().sum(dim=[2, 3])  # [O, I]
         dco = (styles.to(acc).square() @ q.t() + 1e-8).rsqrt()  # [N, O]
-    ufd = _upfirdn_impl(backend, x.device.type)
+    ufd = _upfirdn_impl(backend, x.device.type, x.dtype)
     x = _dense(x)
+    fmt = _layout_of(x)
     if grouped:
         wn = weight.to(acc).unsqueeze(0) * styles.to(acc).reshape(n, 1, i, 1, 1)
         if dco is not None:
@@ -325,7 +326,7 @@ def _modconv_fast(
 
     act_id, _, _ = _ACTS[act]
     fused_act = act_id in _FUSED_ACTS and (act_id != 3 or alpha >= 0)
-    z = _dense(z)
+    z = z.contiguous(memory_format=fmt)  # keep x's memory format (a copy only if a FIR step lost it)
     if not fused_act:
         e_b, e_act, e_alpha, e_gain, e_clamp = None, 1, 0.0, 1.0, -1.0
     else:
@@ -378,15 +379,21 @@ def _kernel_missing(backend: str) -> Optional[str]:
     return _missing_cache[backend]
 
 
-def _unsupported(x: Tensor):
+def _unsupported(dtype: torch.dtype):
     def check(backend: str) -> Optional[str]:
         if backend == "ref":
             return None
-        if x.dtype == torch.bfloat16 and backend == "cpu":
+        if dtype == torch.bfloat16 and backend == "cpu":
             return "the cpu kernels handle float16/float32/float64, not bfloat16"
         return _kernel_missing(backend)
 
     return check
+
+
+@torch.compiler.assume_constant_result
+def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
+    # Depends on facts about the process only; evaluated eagerly while torch.compile traces.
+    return resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(dtype))
 
 
 def _as_float(name: str, value, allow_inf: bool = False) -> float:
@@ -526,7 +533,7 @@ def modulated_conv2d(
     if not isinstance(impl, str):
         raise ValueError(f"{_OP}: impl must be a string, got {type(impl).__name__}")
 
-    backend = resolve(SPEC, impl, x.device, strict, _unsupported(x))
+    backend = _resolve(impl, x.device.type, strict, x.dtype)
     grouped = (n == 1) if fused_modconv is None else fused_modconv
     if backend == "ref":
         y = _nvlabs_modconv(x, weight, styles, noise, up, down, list(pad), resample_filter, demodulate, flip_weight,
