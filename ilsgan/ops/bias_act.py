@@ -293,10 +293,12 @@ def _kernel_missing(backend: str) -> Optional[str]:
     return _missing_cache[backend]
 
 
-def _unsupported(x: Tensor):
+def _unsupported(x: Tensor, big: bool = False):
     def check(backend: str) -> Optional[str]:
         if backend != "ref" and x.dtype not in _FLOAT_DTYPES:
             return f"dtype {x.dtype} not handled"
+        if backend == "cuda" and big:
+            return "the cuda kernels take tensors of fewer than 2^31 elements (triton takes any size)"
         if backend != "ref":
             return _kernel_missing(backend)
         return None
@@ -305,11 +307,11 @@ def _unsupported(x: Tensor):
 
 
 @torch.compiler.assume_constant_result
-def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
+def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype, big: bool) -> str:
     # Evaluated eagerly (also while torch.compile traces): the choice depends on facts about the
     # process only, and tracing into the extension loader would break the graph.
     probe = torch.empty(0, dtype=dtype)
-    return resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(probe))
+    return resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(probe, big))
 
 
 def _as_float(name: str, value, allow_inf: bool = False) -> float:
@@ -398,7 +400,7 @@ def bias_act(
     if not isinstance(impl, str):
         raise ValueError(f"bias_act: impl must be a string, got {type(impl).__name__}")
 
-    backend = _resolve(impl, x.device.type, strict, x.dtype)
+    backend = _resolve(impl, x.device.type, strict, x.dtype, x.is_cuda and bool(x.numel() >= 2**31))
     if backend == "ref":
         return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     if act == "linear" and b is None and gain == 1 and clamp < 0:

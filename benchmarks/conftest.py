@@ -1,0 +1,76 @@
+"""Shared helpers for the pytest-benchmark files in ``benchmarks/``.
+
+Conventions (see CONTRIBUTING.md): one benchmark per (op, fwd|fwd+bwd, shape, impl) with
+``benchmark.group = "<op> <fwd|fwd+bwd> <shape>"`` and ``extra_info`` ``impl`` and ``bytes`` (bytes an
+ideal kernel moves). ``python benchmarks/report.py FILE.json`` turns a ``--benchmark-json`` file into
+ratio tables (vs ``ref`` and ``compile``) and bandwidth as a fraction of ``copy <shape>``.
+
+Run: ``pytest benchmarks --benchmark-enable --benchmark-json=out.json`` (CUDA when present, else CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple
+
+import pytest
+import torch
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+ON_GPU = DEVICE.type == "cuda"
+# impls benchmarked per device: plain torch, torch.compile of it, and our fast backends
+IMPLS: Tuple[str, ...] = ("ref", "compile", "cuda", "triton") if ON_GPU else ("ref", "compile", "cpu")
+ROUNDS = 30 if ON_GPU else 5
+
+
+def pytest_collect_file(file_path, parent):
+    # bench_*.py are not test_*.py: collect them when the folder (not the file) is given.
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not parent.session.isinitpath(file_path):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def sync() -> None:
+    """Wait for queued GPU work (no-op on CPU): call it inside every timed function on GPU."""
+    if ON_GPU:
+        torch.cuda.synchronize()
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+_COMPILED: Dict[Hashable, Callable] = {}
+
+
+def compiled(key: Hashable, fn: Callable, **kwargs) -> Callable:
+    """``torch.compile(fn, dynamic=False)`` cached per ``key`` (e.g. (op, kind, shape)): one compile
+    per shape, so the baseline is specialized like a user's training loop would be."""
+    if key not in _COMPILED:
+        kwargs.setdefault("dynamic", False)
+        _COMPILED[key] = torch.compile(fn, **kwargs)
+    return _COMPILED[key]
+
+
+def impl_skip_reason(spec, impl: str) -> Optional[str]:
+    """Why ``impl`` (a backend name, or 'compile') cannot be benchmarked on DEVICE; None if it can."""
+    if impl in ("ref", "compile"):
+        return None
+    return spec.reason(impl, DEVICE.type)
+
+
+def run(benchmark, fn: Callable, *, group: str, impl: str, bytes: Optional[int] = None,
+        rounds: Optional[int] = None, warmup_rounds: int = 1, **extra) -> None:
+    """Time ``fn`` (which must include its own ``sync()`` on GPU) with the project's conventions."""
+    benchmark.group = group
+    info = {"impl": impl, "device": torch.cuda.get_device_name() if ON_GPU else "cpu"}
+    if bytes is not None:
+        info["bytes"] = int(bytes)
+    info.update(extra)
+    benchmark.extra_info.update(info)
+    fn()  # first call outside the timer: compiles / allocates
+    benchmark.pedantic(fn, rounds=rounds or ROUNDS, warmup_rounds=warmup_rounds, iterations=1)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return DEVICE
