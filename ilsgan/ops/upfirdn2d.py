@@ -131,15 +131,17 @@ def _upfirdn2d_ref(x: Tensor, f: Optional[Tensor], upx, upy, downx, downy, px0, 
     x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
     # Filter: dtype, gain (split over the two passes of a separable filter), flip. (NVlabs scales
     # the float32 filter before the cast; scaling after it keeps float64 exact, same math.)
-    f = f.to(x.dtype) * (gain ** (f.ndim / 2))
+    # A negative gain with a separable filter (NVlabs: NaN) scales the first pass by its sign.
+    f = f.to(x.dtype) * (abs(gain) ** (f.ndim / 2))
+    sign = -1.0 if gain < 0 else 1.0
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     # Depthwise convolution.
     f = f[None, None].repeat([c, 1] + [1] * f.ndim)
     if f.ndim == 4:
-        x = torch.nn.functional.conv2d(x, f, groups=c)
+        x = torch.nn.functional.conv2d(x, f * sign if sign < 0 else f, groups=c)
     else:
-        x = torch.nn.functional.conv2d(x, f.unsqueeze(2), groups=c)
+        x = torch.nn.functional.conv2d(x, (f * sign if sign < 0 else f).unsqueeze(2), groups=c)
         x = torch.nn.functional.conv2d(x, f.unsqueeze(3), groups=c)
     # Downsample by throwing away pixels.
     return x[:, :, ::downy, ::downx]
@@ -313,7 +315,7 @@ def upfirdn2d(
             pixels of the up-sampled image; negative values crop.
         flip_filter: False (default): true convolution (the filter is flipped); True: correlation.
         gain: overall scale; a 2-D filter is multiplied by ``gain``, each pass of a separable
-            filter by ``sqrt(gain)``.
+            filter by ``sqrt(|gain|)`` (and the first pass by the sign of a negative gain).
         impl: ``"auto"``, ``"ref"``, ``"cpu"``, ``"cuda"`` or ``"triton"``; a forced backend that
             cannot run raises :class:`ilsgan.ops.BackendUnavailableError`.
         strict: make a fallback of ``auto`` to ``ref`` an error (default: env ``ILSGAN_STRICT``).
