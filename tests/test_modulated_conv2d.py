@@ -14,7 +14,7 @@ from ilsgan.ops import BackendUnavailableError, modulated_conv2d
 from ilsgan.ops.modulated_conv2d import SPEC, _nvlabs_fma, _nvlabs_grouped
 
 ensure_upfirdn2d()
-FAST = ("cpu",)  # triton and cuda land in the next commits
+FAST = ("cpu", "triton", "cuda")
 
 # (k, up, down, padding, demodulate, noise, epilogue)
 EPI = {
@@ -152,10 +152,11 @@ def test_fast_batch1_odd_sizes_and_float32(backend):
 @pytest.mark.parametrize("backend", ("ref",) + FAST)
 def test_gradcheck(backend):
     device = torch.device("cpu") if backend == "ref" else require_backend(SPEC, backend)
-    shape = (2, 2, 3, 4, 3)
-    for case in (1, 4, 2):
+    # the Triton interpreter is slow and its gradients are already compared with ref's in float64
+    shape, cases = ((2, 2, 2, 3, 3), (2, 0)) if backend == "triton" else ((2, 2, 3, 4, 3), (1, 4, 2))
+    for case in cases:
         args, opts = _inputs(shape, case, seed=case, device=device)
-        opts = {k: v for k, v in opts.items() if k != "clamp"} if case == 1 else opts  # clamp kinks
+        opts = {k: v for k, v in opts.items() if k != "clamp"} if case in (0, 1) else opts  # clamp kinks
         names = [k for k, v in args.items() if v is not None]
 
         def fn(*tensors):
