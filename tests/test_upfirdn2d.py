@@ -270,12 +270,13 @@ def test_gradcheck(impl):
         (torch.randn(4), dict(down=2, padding=[1, 1, 1, 1], flip_filter=True, gain=2.0)),
         (torch.randn(3, 2), dict(up=(1, 2), down=(2, 1), padding=[1, -1, 0, 2])),
     ]
+    fast = impl == "triton" and device.type == "cpu"  # the interpreter: one op call ~0.1 s
     for f, kw in configs:
         f = f.to(device)
         x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
         fn = lambda t: upfirdn2d(t, f, impl=impl, **kw)  # noqa: E731
-        assert torch.autograd.gradcheck(fn, (x,))
-        assert torch.autograd.gradgradcheck(fn, (x,))
+        assert torch.autograd.gradcheck(fn, (x,), fast_mode=fast)
+        assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=fast)
 
 
 @pytest.mark.parametrize("backend", FAST)
