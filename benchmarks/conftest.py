@@ -10,10 +10,18 @@ Run: ``pytest benchmarks --benchmark-enable --benchmark-json=out.json`` (CUDA wh
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple
+import os
 
-import pytest
-import torch
+# Large CPU tensors: back allocations with transparent huge pages (a torch knob read at the first
+# allocation), so that every impl - ref, compile, ours and the copy yardstick - is timed without
+# the page-fault storm of freshly mmapped memory (which otherwise costs more than the kernels and
+# hides their differences). Set THP_MEM_ALLOC_ENABLE=0 to measure with the default allocator.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"
@@ -62,7 +70,8 @@ def run(benchmark, fn: Callable, *, group: str, impl: str, bytes: Optional[int] 
         rounds: Optional[int] = None, warmup_rounds: int = 1, **extra) -> None:
     """Time ``fn`` (which must include its own ``sync()`` on GPU) with the project's conventions."""
     benchmark.group = group
-    info = {"impl": impl, "device": torch.cuda.get_device_name() if ON_GPU else "cpu"}
+    info = {"impl": impl, "device": torch.cuda.get_device_name() if ON_GPU else "cpu",
+            "threads": torch.get_num_threads(), "thp": os.environ.get("THP_MEM_ALLOC_ENABLE", "")}
     if bytes is not None:
         info["bytes"] = int(bytes)
     info.update(extra)

@@ -151,8 +151,23 @@ void run_plan(const Plan& p, const Layout& l, const F& fn) {
   }
 }
 
+// Inner loops are plain functions over __restrict__ pointers with every scalar passed by value:
+// (lambdas capturing by reference made GCC reload the scalars on every iteration and turn the
+// reductions into gathers).
+
 // ------------------------------------------------------------------------------------------------
-// Forward.
+// Forward. BVEC: per-element bias vector (channel fastest) instead of one bias value.
+
+template <int A, bool BVEC, typename scalar_t, typename T>
+inline void fwd_span(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t n,
+                     const T* __restrict__ bvec, T bb, T alpha, T gain, T clamp) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = T(x[i]) + (BVEC ? bvec[i] : bb);
+    const T r = act_fwd<A, T>(v, alpha) * gain;
+    y[i] = scalar_t(std::min(std::max(r, -clamp), clamp));
+  }
+}
 
 template <int A, typename scalar_t>
 void fwd_kernel(const at::Tensor& x, const c10::optional<at::Tensor>& b, at::Tensor& y, const Layout& l,
@@ -160,32 +175,23 @@ void fwd_kernel(const at::Tensor& x, const c10::optional<at::Tensor>& b, at::Ten
   using T = typename Acc<scalar_t>::type;
   const T alpha = T(alpha_), gain = T(gain_);
   const T clamp = clamp_ >= 0 ? T(clamp_) : std::numeric_limits<T>::infinity();
-  const scalar_t* __restrict__ xp = x.data_ptr<scalar_t>();
-  scalar_t* __restrict__ yp = y.data_ptr<scalar_t>();
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  scalar_t* yp = y.data_ptr<scalar_t>();
   const bool has_b = b.has_value() && b->defined();
   std::vector<T> bias(l.C, T(0));
   if (has_b) {
     const scalar_t* bp = b->data_ptr<scalar_t>();
     for (int64_t c = 0; c < l.C; ++c) bias[c] = T(bp[c]);
   }
-  const T* __restrict__ bv = bias.data();
-  auto op = [&](T v) {
-    T r = act_fwd<A, T>(v, alpha) * gain;
-    return std::min(std::max(r, -clamp), clamp);
-  };
+  const T* bv = bias.data();
+  const int64_t C = l.C;
   Plan p = make_plan(l);
-  run_plan(p, l, [&](int64_t b0, int64_t b1, int64_t c, int64_t) {
+  run_plan(p, l, [=](int64_t b0, int64_t b1, int64_t c, int64_t) {
     if (c >= 0) {
-      const T bb = bv[c];
-#pragma omp simd
-      for (int64_t i = b0; i < b1; ++i) yp[i] = scalar_t(op(T(xp[i]) + bb));
+      fwd_span<A, false, scalar_t, T>(xp + b0, yp + b0, b1 - b0, nullptr, bv[c], alpha, gain, clamp);
     } else {
-      for (int64_t r = b0; r < b1; r += l.C) {
-        const scalar_t* __restrict__ xr = xp + r;
-        scalar_t* __restrict__ yr = yp + r;
-#pragma omp simd
-        for (int64_t j = 0; j < l.C; ++j) yr[j] = scalar_t(op(T(xr[j]) + bv[j]));
-      }
+      for (int64_t r = b0; r < b1; r += C)
+        fwd_span<A, true, scalar_t, T>(xp + r, yp + r, C, bv, T(0), alpha, gain, clamp);
     }
   });
 }
@@ -194,42 +200,67 @@ void fwd_kernel(const at::Tensor& x, const c10::optional<at::Tensor>& b, at::Ten
 // Gradient: out = g * gain * act^(G)(x + b) [* dy for G=2], zero where the output was clamped;
 // db = sum of out over every dim but `dim`.
 
+template <typename T>
+struct GradScalars {
+  T alpha, gain, inv_gain, clamp;
+};
+
+template <int A, int G, bool XSRC, bool CLAMP, bool BVEC, typename scalar_t, typename T>
+inline void grad_span(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
+                      const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy, scalar_t* __restrict__ out,
+                      int64_t n, const T* __restrict__ bvec, T bb, const GradScalars<T> s) {
+  constexpr bool READ_Y = !XSRC && (A != 1 || CLAMP);  // linear without clamp reads nothing
+  const T alpha = s.alpha, gain = s.gain, inv_gain = s.inv_gain, clamp = s.clamp;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    T xr = T(0), yv = T(0);
+    if constexpr (XSRC) xr = T(x[i]) + (BVEC ? bvec[i] : bb);
+    if constexpr (READ_Y) yv = T(y[i]);
+    T d = act_deriv<A, G, XSRC, T>(xr, yv * inv_gain, alpha) * gain * T(g[i]);
+    if constexpr (G == 2) d = d * T(dy[i]);
+    if constexpr (CLAMP) {
+      T v;
+      if constexpr (XSRC) v = act_fwd<A, T>(xr, alpha) * gain; else v = yv;
+      d = (v > -clamp && v < clamp) ? d : T(0);
+    }
+    out[i] = scalar_t(d);
+  }
+}
+
+template <typename scalar_t, typename T>
+inline T sum_span(const scalar_t* __restrict__ o, int64_t n) {
+  T s = T(0);
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += T(o[i]);
+  return s;
+}
+
+template <typename scalar_t, typename T>
+inline void acc_span(T* __restrict__ acc, const scalar_t* __restrict__ o, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) acc[i] += T(o[i]);
+}
+
 template <int A, int G, bool XSRC, bool CLAMP, typename scalar_t>
 void grad_kernel(const at::Tensor& g, const at::Tensor& x, const c10::optional<at::Tensor>& b,
                  const at::Tensor& y, const at::Tensor& dy, at::Tensor& out, at::Tensor* db, const Layout& l,
                  double alpha_, double gain_, double clamp_) {
   using T = typename Acc<scalar_t>::type;
-  const T alpha = T(alpha_), gain = T(gain_), clamp = T(clamp_);
-  const T inv_gain = gain_ != 0 ? T(1.0 / gain_) : T(0);
-  const scalar_t* __restrict__ gp = g.data_ptr<scalar_t>();
-  const scalar_t* __restrict__ xp = XSRC ? x.data_ptr<scalar_t>() : nullptr;
-  const scalar_t* __restrict__ yp = XSRC ? nullptr : (y.defined() ? y.data_ptr<scalar_t>() : nullptr);
-  const scalar_t* __restrict__ dyp = G == 2 ? dy.data_ptr<scalar_t>() : nullptr;
-  scalar_t* __restrict__ op = out.data_ptr<scalar_t>();
+  const GradScalars<T> sc{T(alpha_), T(gain_), gain_ != 0 ? T(1.0 / gain_) : T(0), T(clamp_)};
+  const scalar_t* gp = g.data_ptr<scalar_t>();
+  const scalar_t* xp = XSRC ? x.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* yp = XSRC ? nullptr : (y.defined() ? y.data_ptr<scalar_t>() : nullptr);
+  const scalar_t* dyp = G == 2 ? dy.data_ptr<scalar_t>() : nullptr;
+  scalar_t* op = out.data_ptr<scalar_t>();
   const bool has_b = b.has_value() && b->defined();
   std::vector<T> bias(l.C, T(0));
   if (has_b && XSRC) {
     const scalar_t* bp = b->data_ptr<scalar_t>();
     for (int64_t c = 0; c < l.C; ++c) bias[c] = T(bp[c]);
   }
-  const T* __restrict__ bv = bias.data();
-  // Does the act read y? (linear without clamp reads nothing.)
-  constexpr bool READ_Y = !XSRC && (A != 1 || CLAMP);
-
-  auto elem = [&](int64_t i, T bb) -> T {
-    const T gv = T(gp[i]);
-    T xr = T(0), yv = T(0);
-    if constexpr (XSRC) xr = T(xp[i]) + bb;
-    if constexpr (READ_Y) yv = T(yp[i]);
-    T d = act_deriv<A, G, XSRC, T>(xr, yv * inv_gain, alpha) * gain * gv;
-    if constexpr (G == 2) d = d * T(dyp[i]);
-    if constexpr (CLAMP) {
-      T v;
-      if constexpr (XSRC) v = act_fwd<A, T>(xr, alpha) * gain; else v = yv;
-      d = (v > -clamp && v < clamp) ? d : T(0);
-    }
-    return d;
-  };
+  const T* bv = bias.data();
+  const int64_t C = l.C;
+  auto at_ = [](const scalar_t* ptr, int64_t i) { return ptr ? ptr + i : nullptr; };
 
   Plan p = make_plan(l);
   const bool want_db = db != nullptr;
@@ -238,32 +269,21 @@ void grad_kernel(const at::Tensor& g, const at::Tensor& x, const c10::optional<a
   double* partp = part.data();
   // The bias gradient sums the freshly written piece of `out` while it is still in cache (a
   // separate, trivially vectorized loop: no second pass over memory).
-  run_plan(p, l, [&](int64_t b0, int64_t b1, int64_t c, int64_t item) {
+  run_plan(p, l, [=](int64_t b0, int64_t b1, int64_t c, int64_t item) {
     if (c >= 0) {
-      const T bb = bv[c];
-#pragma omp simd
-      for (int64_t i = b0; i < b1; ++i) op[i] = scalar_t(elem(i, bb));
-      if (want_db) {
-        T s = T(0);
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = b0; i < b1; ++i) s += T(op[i]);
-        partp[item] = double(s);
-      }
+      grad_span<A, G, XSRC, CLAMP, false, scalar_t, T>(gp + b0, at_(xp, b0), at_(yp, b0), at_(dyp, b0), op + b0,
+                                                      b1 - b0, nullptr, bv[c], sc);
+      if (want_db) partp[item] = double(sum_span<scalar_t, T>(op + b0, b1 - b0));
     } else {
-      std::vector<T> facc(want_db ? l.C : 0, T(0));
-      T* __restrict__ acc = facc.data();
-      for (int64_t r = b0; r < b1; r += l.C) {
-#pragma omp simd
-        for (int64_t j = 0; j < l.C; ++j) op[r + j] = scalar_t(elem(r + j, bv[j]));
-        if (want_db) {
-          const scalar_t* __restrict__ orow = op + r;
-#pragma omp simd
-          for (int64_t j = 0; j < l.C; ++j) acc[j] += T(orow[j]);
-        }
+      std::vector<T> facc(want_db ? C : 0, T(0));
+      for (int64_t r = b0; r < b1; r += C) {
+        grad_span<A, G, XSRC, CLAMP, true, scalar_t, T>(gp + r, at_(xp, r), at_(yp, r), at_(dyp, r), op + r, C,
+                                                       bv, T(0), sc);
+        if (want_db) acc_span<scalar_t, T>(facc.data(), op + r, C);
       }
       if (want_db) {
-        double* __restrict__ dst = partp + item * l.C;
-        for (int64_t j = 0; j < l.C; ++j) dst[j] = double(acc[j]);
+        double* dst = partp + item * C;
+        for (int64_t j = 0; j < C; ++j) dst[j] = double(facc[j]);
       }
     }
   });
