@@ -83,11 +83,60 @@ void row_pass(const acc_t* __restrict row, acc_t* __restrict out, int64_t ow, co
   }
 }
 
+// Fixed filter size FT (compile time), the hot cases: one pass over the row per output element
+// (all taps unrolled), vectorized across outputs.
+template <typename acc_t, int DOWN, int FT>
+void row_pass_fixed_down(const acc_t* __restrict row, acc_t* __restrict out, int64_t ow, const acc_t* __restrict w,
+                         int, int, int, int64_t p0, acc_t*) {
+  acc_t wk[FT];
+  for (int k = 0; k < FT; ++k) wk[k] = w[k];
+  const acc_t* __restrict src = row - p0;
+#pragma omp simd
+  for (int64_t o = 0; o < ow; ++o) {
+    acc_t acc = 0;
+#pragma unroll
+    for (int k = 0; k < FT; ++k) acc += wk[k] * src[o * DOWN + k];
+    out[o] = acc;
+  }
+}
+
+// up = 2, down = 1, FT even: both phases have FT/2 taps; outputs 2m and 2m+1 in one loop.
+template <typename acc_t, int FT>
+void row_pass_fixed_up2(const acc_t* __restrict row, acc_t* __restrict out, int64_t ow, const acc_t* __restrict w,
+                        int, int, int, int64_t p0, acc_t*) {
+  constexpr int T = FT / 2;
+  acc_t w0[T], w1[T];
+  const int64_t k00 = posmod(p0, 2), k01 = posmod(p0 - 1, 2);
+  const int64_t c0 = (-p0 + k00) / 2, c1 = (1 - p0 + k01) / 2;
+  for (int t = 0; t < T; ++t) { w0[t] = w[k00 + 2 * t]; w1[t] = w[k01 + 2 * t]; }
+  const acc_t* __restrict s0 = row + c0;
+  const acc_t* __restrict s1 = row + c1;
+  const int64_t pairs = ow / 2;
+#pragma omp simd
+  for (int64_t m = 0; m < pairs; ++m) {
+    acc_t a0 = 0, a1 = 0;
+#pragma unroll
+    for (int t = 0; t < T; ++t) { a0 += w0[t] * s0[m + t]; a1 += w1[t] * s1[m + t]; }
+    out[2 * m] = a0;
+    out[2 * m + 1] = a1;
+  }
+  if (ow & 1) {
+    acc_t a0 = 0;
+    for (int t = 0; t < T; ++t) a0 += w0[t] * s0[pairs + t];
+    out[ow - 1] = a0;
+  }
+}
+
 template <typename acc_t>
 using RowFn = void (*)(const acc_t*, acc_t*, int64_t, const acc_t*, int, int, int, int64_t, acc_t*);
 
 template <typename acc_t>
-RowFn<acc_t> pick_row_fn(int up, int down) {
+RowFn<acc_t> pick_row_fn(int up, int down, int taps) {
+  if (taps == 4 && up == 1 && down == 1) return &row_pass_fixed_down<acc_t, 1, 4>;
+  if (taps == 4 && up == 1 && down == 2) return &row_pass_fixed_down<acc_t, 2, 4>;
+  if (taps == 4 && up == 2 && down == 1) return &row_pass_fixed_up2<acc_t, 4>;
+  if (taps == 3 && up == 1 && down == 1) return &row_pass_fixed_down<acc_t, 1, 3>;
+  if (taps == 2 && up == 1 && down == 2) return &row_pass_fixed_down<acc_t, 2, 2>;
   if (up == 1 && down == 1) return &row_pass<acc_t, 1, 1>;
   if (up == 2 && down == 1) return &row_pass<acc_t, 2, 1>;
   if (up == 1 && down == 2) return &row_pass<acc_t, 1, 2>;
@@ -100,6 +149,51 @@ RowFn<acc_t> pick_row_fn(int up, int down) {
 inline void read_range(int64_t ow, int taps, int up, int down, int64_t p0, int64_t* lo, int64_t* hi) {
   *lo = floordiv(-p0, up);
   *hi = floordiv((ow - 1) * down - p0 + taps - 1, up);
+}
+
+// dst[o] = sum_j w[j] * rows[j][o] (j < n), fused for up to 4 rows; n == 0 gives zeros.
+template <typename scalar_t, typename acc_t>
+void vertical(const acc_t* const* rows, const acc_t* w, int n, int64_t ow, scalar_t* __restrict dst,
+              acc_t* __restrict acc) {
+  if (n == 0) {
+    for (int64_t o = 0; o < ow; ++o) dst[o] = static_cast<scalar_t>(acc_t(0));
+    return;
+  }
+  if (n <= 4) {
+    const acc_t* __restrict r0 = rows[0];
+    const acc_t* __restrict r1 = rows[n > 1 ? 1 : 0];
+    const acc_t* __restrict r2 = rows[n > 2 ? 2 : 0];
+    const acc_t* __restrict r3 = rows[n > 3 ? 3 : 0];
+    const acc_t w0 = w[0], w1 = n > 1 ? w[1] : acc_t(0), w2 = n > 2 ? w[2] : acc_t(0), w3 = n > 3 ? w[3] : acc_t(0);
+    switch (n) {
+      case 1:
+#pragma omp simd
+        for (int64_t o = 0; o < ow; ++o) dst[o] = static_cast<scalar_t>(w0 * r0[o]);
+        break;
+      case 2:
+#pragma omp simd
+        for (int64_t o = 0; o < ow; ++o) dst[o] = static_cast<scalar_t>(w0 * r0[o] + w1 * r1[o]);
+        break;
+      case 3:
+#pragma omp simd
+        for (int64_t o = 0; o < ow; ++o) dst[o] = static_cast<scalar_t>(w0 * r0[o] + w1 * r1[o] + w2 * r2[o]);
+        break;
+      default:
+#pragma omp simd
+        for (int64_t o = 0; o < ow; ++o)
+          dst[o] = static_cast<scalar_t>(w0 * r0[o] + w1 * r1[o] + w2 * r2[o] + w3 * r3[o]);
+        break;
+    }
+    return;
+  }
+  for (int64_t o = 0; o < ow; ++o) acc[o] = acc_t(0);
+  for (int j = 0; j < n; ++j) {
+    const acc_t wj = w[j];
+    const acc_t* __restrict r = rows[j];
+#pragma omp simd
+    for (int64_t o = 0; o < ow; ++o) acc[o] += wj * r[o];
+  }
+  for (int64_t o = 0; o < ow; ++o) dst[o] = static_cast<scalar_t>(acc[o]);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -116,7 +210,7 @@ void run(const at::Tensor& x, at::Tensor& y, const std::vector<double>& wx, cons
   read_range(OW, fw, upx, downx, px0, &lo, &hi);
   const int64_t left = std::max<int64_t>(0, -lo), right = std::max<int64_t>(0, hi - (W - 1));
   const int64_t padw = left + W + right;
-  const RowFn<acc_t> row_fn = pick_row_fn<acc_t>(upx, downx);
+  const RowFn<acc_t> row_fn = pick_row_fn<acc_t>(upx, downx, fw);
   const int64_t work = std::max<int64_t>(1, (H * OW * fw) / upx + (OH * OW * fh) / upy);
   const int64_t grain = std::max<int64_t>(1, 32768 / work);
 
@@ -125,6 +219,8 @@ void run(const at::Tensor& x, at::Tensor& y, const std::vector<double>& wx, cons
     std::vector<acc_t> scratch(OW + 8);
     std::vector<acc_t> acc(OW);
     std::vector<acc_t> tmp(separable ? H * OW : OW);
+    std::vector<acc_t> vw(fh);
+    std::vector<const acc_t*> vr(fh);
     acc_t* row0 = rowbuf.data() + left;  // row0[i] = x[iy, i]
     for (int64_t p = begin; p < end; ++p) {
       const scalar_t* xplane = xp + p * H * W;
@@ -147,17 +243,16 @@ void run(const at::Tensor& x, at::Tensor& y, const std::vector<double>& wx, cons
           const int64_t s = oy * downy - py0;
           const int64_t k0 = posmod(-s, upy);
           int64_t iy = (s + k0) / upy;
-          acc_t* __restrict a = acc.data();
-          for (int64_t o = 0; o < OW; ++o) a[o] = acc_t(0);
+          // Gather the valid rows, then one fused pass over them.
+          int n = 0;
           for (int64_t k = k0; k < fh; k += upy, ++iy) {
             if (iy < 0 || iy >= H) continue;
-            const acc_t wk = WY[k];
-            const acc_t* __restrict t = tmp.data() + iy * OW;
-#pragma omp simd
-            for (int64_t o = 0; o < OW; ++o) a[o] += wk * t[o];
+            vw[n] = WY[k];
+            vr[n] = tmp.data() + iy * OW;
+            ++n;
           }
           scalar_t* __restrict dst = yplane + oy * OW;
-          for (int64_t o = 0; o < OW; ++o) dst[o] = static_cast<scalar_t>(a[o]);
+          vertical(vr.data(), vw.data(), n, OW, dst, acc.data());
         }
       } else {
         for (int64_t oy = 0; oy < OH; ++oy) {
