@@ -11,6 +11,7 @@ Run: ``pytest benchmarks --benchmark-enable --benchmark-json=out.json`` (CUDA wh
 from __future__ import annotations
 
 import os
+import time
 
 # Large CPU tensors: back allocations with transparent huge pages (a torch knob read at the first
 # allocation), so that every impl - ref, compile, ours and the copy yardstick - is timed without
@@ -27,7 +28,9 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"
 # impls benchmarked per device: plain torch, torch.compile of it, and our fast backends
 IMPLS: Tuple[str, ...] = ("ref", "compile", "cuda", "triton") if ON_GPU else ("ref", "compile", "cpu")
-ROUNDS = 30 if ON_GPU else 5
+ROUNDS = 30 if ON_GPU else 5  # minimum rounds per benchmark
+MAX_ROUNDS = 1000 if ON_GPU else 100
+TARGET_S = float(os.environ.get("ILSGAN_BENCH_SECONDS", "1.0"))  # time budget per benchmark
 
 
 def pytest_collect_file(file_path, parent):
@@ -77,7 +80,14 @@ def run(benchmark, fn: Callable, *, group: str, impl: str, bytes: Optional[int] 
     info.update(extra)
     benchmark.extra_info.update(info)
     fn()  # first call outside the timer: compiles / allocates
-    benchmark.pedantic(fn, rounds=rounds or ROUNDS, warmup_rounds=warmup_rounds, iterations=1)
+    if rounds is None:
+        # about TARGET_S seconds per benchmark, at least ROUNDS rounds: more samples where a call is
+        # short, so that medians survive a busy shared machine
+        t0 = time.perf_counter()
+        fn()
+        dt = max(time.perf_counter() - t0, 1e-6)
+        rounds = int(min(MAX_ROUNDS, max(ROUNDS, TARGET_S / dt)))
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@
 Per benchmark group ("<op> <fwd|fwd+bwd> <shape>", or any other group name) and impl: the median
 time, the speedup over ``ref`` and over ``compile`` (torch.compile of ref) of the same group, and,
 when ``extra_info`` has ``bytes`` (bytes an ideal kernel moves), the achieved bandwidth and its
-fraction of the copy bandwidth measured in the same file: the fastest impl of the group
-``copy <shape>`` with the same shape, else of the largest ``copy`` group (said in the output).
+fraction of the bandwidth of each plain copy measured in the same file (group ``copy <shape>`` of
+the same shape, else the largest ``copy`` group; ``copy_`` into a preallocated tensor and ``clone``).
 ``--md`` prints markdown (for the README).
 """
 
@@ -42,36 +42,31 @@ def load(path: str):
     return data, groups
 
 
-def copy_bandwidths(groups) -> Dict[str, Tuple[float, str, int]]:
-    """shape -> (best GB/s, impl, bytes) over the 'copy <shape>' groups."""
-    out = {}
+def copy_bandwidths(groups) -> Dict[str, Dict[str, Tuple[float, int]]]:
+    """shape -> {copy impl: (GB/s, bytes)} over the 'copy <shape>' groups."""
+    out: Dict[str, Dict[str, Tuple[float, int]]] = {}
     for group, rows in groups.items():
         if group.split()[0] != "copy":
             continue
-        best = None
         for r in rows:
             if r["bytes"]:
-                gbs = r["bytes"] / r["median"] / 1e9
-                if best is None or gbs > best[0]:
-                    best = (gbs, r["impl"], int(r["bytes"]))
-        if best is not None:
-            out[_shape_of(group)] = best
+                out.setdefault(_shape_of(group), {})[r["impl"]] = (r["bytes"] / r["median"] / 1e9, int(r["bytes"]))
     return out
 
 
-def _copy_ref(shape: str, copies) -> Optional[Tuple[float, str, str]]:
+def _copy_ref(shape: str, copies) -> Optional[Tuple[Dict[str, Tuple[float, int]], str]]:
+    """The copy measurements to compare a group of this shape with: same shape, else the largest."""
     if shape in copies:
-        gbs, impl, _ = copies[shape]
-        return gbs, impl, shape
+        return copies[shape], shape
     if not copies:
         return None
-    big = max(copies, key=lambda s: copies[s][2])
-    gbs, impl, _ = copies[big]
-    return gbs, impl, big + " (largest)"
+    big = max(copies, key=lambda s: max(v[1] for v in copies[s].values()))
+    return copies[big], big + " (largest)"
 
 
 def build(groups):
     copies = copy_bandwidths(groups)
+    copy_impls = sorted({impl for per in copies.values() for impl in per})
     table = []
     for group, rows in groups.items():
         med = {r["impl"]: r["median"] for r in rows}
@@ -80,11 +75,10 @@ def build(groups):
         cref = _copy_ref(shape, copies) if not is_copy else None
         for r in sorted(rows, key=lambda r: r["median"], reverse=True):
             gbs = r["bytes"] / r["median"] / 1e9 if r["bytes"] else None
-            if is_copy:
-                frac, cnote = None, ""
-            else:
-                frac = gbs / cref[0] if (gbs is not None and cref) else None
-                cnote = f"{cref[1]} {cref[2]}" if cref else ""
+            fracs = OrderedDict()
+            for ci in copy_impls:
+                ok = gbs is not None and cref is not None and ci in cref[0] and not is_copy
+                fracs[ci] = gbs / cref[0][ci][0] if ok else None
             table.append(OrderedDict(
                 group=group,
                 impl=r["impl"],
@@ -92,10 +86,10 @@ def build(groups):
                 vs_ref=(med["ref"] / r["median"]) if "ref" in med else None,
                 vs_compile=(med["compile"] / r["median"]) if "compile" in med else None,
                 gbs=gbs,
-                frac_copy=frac,
-                copy_ref=cnote,
+                fracs=fracs,
+                copy_ref=cref[1] if cref else "",
             ))
-    return table, copies
+    return table, copies, copy_impls
 
 
 def _fmt(v, spec, suffix=""):
@@ -111,22 +105,24 @@ def main(argv=None) -> int:
     if not groups:
         print(f"{args.json}: no benchmarks", file=sys.stderr)
         return 1
-    table, copies = build(groups)
+    table, copies, copy_impls = build(groups)
     mi = data.get("machine_info", {})
     devices = sorted({r["device"] for rows in groups.values() for r in rows if r.get("device")})
     header = (f"{args.json}: {len(table)} benchmarks; device {', '.join(devices) or '?'}; "
               f"cpu {mi.get('cpu', {}).get('brand_raw', '?')}; {data.get('datetime', '')}")
     note = ("x ref / x compile: speedup over the ref / compile impl of the same group (median times). "
-            "GB/s: extra_info bytes (ideal traffic) / median. % copy: GB/s over the fastest plain copy "
-            "('copy <shape>' group) of the same shape in this file, else of the largest copy measured.")
+            "GB/s: extra_info bytes (ideal traffic) / median. % <copy impl>: that GB/s as a fraction of a "
+            "plain copy of the same shape measured in this file ('copy <shape>' group; else the largest "
+            "copy): copy_ writes into a preallocated tensor, clone allocates its output like an op does.")
     if copies:
-        note += " Copy bandwidth: " + ", ".join(f"{s} {v[0]:.1f} GB/s ({v[1]})" for s, v in copies.items()) + "."
-    cols = ["group", "impl", "median ms", "x ref", "x compile", "GB/s", "% copy"]
+        note += " Copy bandwidth: " + "; ".join(
+            f"{s} " + ", ".join(f"{i} {v[0]:.1f} GB/s" for i, v in per.items()) for s, per in copies.items()) + "."
+    cols = ["group", "impl", "median ms", "x ref", "x compile", "GB/s"] + [f"% {ci}" for ci in copy_impls]
 
     def cells(row):
         return [row["group"], row["impl"], _fmt(row["median_ms"], ".3f"), _fmt(row["vs_ref"], ".2f"),
-                _fmt(row["vs_compile"], ".2f"), _fmt(row["gbs"], ".1f"),
-                _fmt(None if row["frac_copy"] is None else 100 * row["frac_copy"], ".0f", "%")]
+                _fmt(row["vs_compile"], ".2f"), _fmt(row["gbs"], ".1f")] + [
+                _fmt(None if f is None else 100 * f, ".0f", "%") for f in row["fracs"].values()]
 
     if args.md:
         print(f"_{header}_\n")
