@@ -6,7 +6,9 @@ Backends: ``ref`` (plain torch, any order of gradients), ``cpu`` (C++ in ``csrc/
 ``cuda`` (``csrc/cuda/bias_act.cu``), ``triton`` (``kernels/bias_act.py``). The fast backends are
 ``torch.library`` custom ops (``ilsgan::bias_act``, ``ilsgan::bias_act_grad``,
 ``ilsgan::bias_act_grad2``): the backward is itself an op with its own backward, so first and second
-order gradients (R1 penalty) work and ``torch.compile`` does not graph-break.
+order gradients (R1 penalty) work and ``torch.compile`` does not graph-break. Eager calls take the
+same wiring through ``torch.autograd.Function`` (much less per-call Python overhead than a custom
+op); calls traced by ``torch.compile`` use the custom ops. Both run the same kernels.
 
 Gradient kernels work from what the activation needs: ``relu``/``lrelu``/``linear`` (and the clamp
 mask) from the output ``y`` alone, ``tanh``/``sigmoid``/``elu``/``selu``/``softplus`` from ``y``,
