@@ -253,7 +253,7 @@ def test_compile_fullgraph_cpu_backend():
     def f(x, b):
         return bias_act(x, b, act="lrelu", clamp=256, impl="cpu").square().sum()
 
-    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
+    cf = torch.compile(f, fullgraph=True)
     x = torch.randn(2, 4, 3, 3, requires_grad=True)
     b = torch.randn(4, requires_grad=True)
     out = cf(x, b)
