@@ -1,0 +1,74 @@
+"""Mask priors on the perturbed mask (ILSGAN.md section 5), built on :func:`ilsgan.ops.mask_terms`.
+
+All functions return per-sample values [N] with ``reduction="none"`` (the G loss adds them to the
+per-sample adversarial term before the batch mean) or their mean with ``reduction="mean"``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ilsgan.ops.ils_terms import mask_terms
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _reduce(v: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return v
+    return v.mean() if reduction == "mean" else v.sum()
+
+
+def _check(fn: str, reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _area_term(mean_m: Tensor, min_area: float, mirror: bool) -> Tensor:
+    area = torch.relu(min_area - mean_m)
+    if mirror:
+        area = area + torch.relu(min_area - (1 - mean_m))
+    return area
+
+
+def binarization_loss(m: Tensor, reduction: str = "none", impl: str = "auto", strict: Optional[bool] = None) -> Tensor:
+    """``L_bin[n] = mean_hw min(m, 1 - m)``."""
+    _check("binarization_loss", reduction)
+    return _reduce(mask_terms(m, impl=impl, strict=strict)[:, 0], reduction)
+
+
+def area_loss(
+    m: Tensor,
+    min_area: float = 0.25,
+    mirror: bool = False,
+    reduction: str = "none",
+    impl: str = "auto",
+    strict: Optional[bool] = None,
+) -> Tensor:
+    """``L_area[n] = relu(min_area - mean_hw m)`` (+ ``relu(min_area - (1 - mean m))`` if ``mirror``;
+    the release adds the mirror term when the perturbation is off)."""
+    _check("area_loss", reduction)
+    return _reduce(_area_term(mask_terms(m, impl=impl, strict=strict)[:, 1], min_area, mirror), reduction)
+
+
+def mask_loss(
+    m: Tensor,
+    bin_weight: float = 2.0,
+    area_weight: float = 2.0,
+    min_area: float = 0.25,
+    mirror: bool = False,
+    reduction: str = "none",
+    impl: str = "auto",
+    strict: Optional[bool] = None,
+) -> Tensor:
+    """``bin_weight * L_bin + area_weight * L_area`` per sample, from one :func:`mask_terms` pass.
+
+    Defaults are the paper's (weights 2 and 2, minimum area 0.25, no mirror term).
+    """
+    _check("mask_loss", reduction)
+    t = mask_terms(m, impl=impl, strict=strict)
+    v = bin_weight * t[:, 0] + area_weight * _area_term(t[:, 1], min_area, mirror)
+    return _reduce(v, reduction)

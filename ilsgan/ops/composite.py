@@ -1,0 +1,304 @@
+"""Layer compositing ``m*f + (1-m)*b`` with an optional fused per-sample integer shift of f and m.
+
+Semantics (OPS.md "Layer compositing", ILSGAN.md section 3)::
+
+    fs[n, c, y, x] = f[n, c, y - ty[n], x - tx[n]]   (0 where the source is outside the image)
+    ms[n, 0, y, x] = m[n, 0, y - ty[n], x - tx[n]]   (0 where the source is outside the image)
+    out = ms * fs + (1 - ms) * b
+
+with ``shift[n] = (tx, ty)``: positive ``tx`` moves content toward larger x (right), positive
+``ty`` toward larger y (down). The background is never moved. Without ``shift``, ``fs = f`` and
+``ms = m``. The fast backends read f and m at shifted addresses: no shifted copy is materialized.
+
+Backward (one pass): ``gb = go*(1-ms)``, ``gf = S^T(go*ms)``, ``gm = S^T(sum_c go*(fs-b) + gms)``
+where ``S^T`` is the adjoint shift (by ``-t``, zero fill) and ``gms`` the gradient flowing into
+the returned shifted mask. The backward is itself differentiable (second order), its own backward
+written with plain torch ops.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ._dispatch import OpSpec, register_op, resolve
+
+SPEC = register_op(OpSpec("composite", ("ref", "cpu", "cuda", "triton")))
+
+_FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference (plain differentiable torch, any order of gradients).
+
+
+def shift_ref(x: Tensor, shift: Tensor) -> Tensor:
+    """``x`` [N,C,H,W] translated by integer ``shift`` [N,2] = (tx, ty) per sample, zero fill."""
+    N, C, H, W = x.shape
+    shift = shift.to(device=x.device, dtype=torch.long)
+    tx, ty = shift[:, 0], shift[:, 1]
+    ys = torch.arange(H, device=x.device)[None, :] - ty[:, None]  # [N,H] source rows
+    xs = torch.arange(W, device=x.device)[None, :] - tx[:, None]  # [N,W] source cols
+    valid = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]  # [N,H,W]
+    idx = ys.clamp(0, H - 1)[:, :, None] * W + xs.clamp(0, W - 1)[:, None, :]
+    g = x.reshape(N, C, H * W).gather(2, idx.reshape(N, 1, H * W).expand(N, C, H * W)).reshape(N, C, H, W)
+    return torch.where(valid[:, None], g, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def unshift_ref(x: Tensor, shift: Tensor) -> Tensor:
+    """The adjoint of :func:`shift_ref` (translation by ``-shift``, zero fill)."""
+    return shift_ref(x, -shift.to(torch.long))
+
+
+def _composite_ref(f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor]):
+    if shift is None:
+        return m * f + (1 - m) * b
+    fs = shift_ref(f, shift)
+    ms = shift_ref(m, shift)
+    return ms * fs + (1 - ms) * b, ms
+
+
+# ------------------------------------------------------------------------------------------------
+# Fast backends. Every backend module provides
+#   composite_fwd(f, b, m, shift?) -> (out, ms)           ms is an empty tensor when shift is None
+#   composite_bwd(go, gms?, f, b, m, shift?) -> (gf, gb, gm)
+# on contiguous NCHW tensors (f, b, go: [N,C,H,W]; m, gms: [N,1,H,W]; shift int64 [N,2]).
+
+_KERNELS = {}
+
+
+def _kernels(backend: str):
+    k = _KERNELS.get(backend)
+    if k is None:
+        if backend == "cpu":
+            from ._extensions import cpu_ops
+
+            ops = cpu_ops()
+            k = (ops.composite_fwd, ops.composite_bwd)
+        elif backend == "cuda":
+            from ._extensions import cuda_ops
+
+            ops = cuda_ops()
+            k = (ops.composite_fwd, ops.composite_bwd)
+        elif backend == "triton":
+            from ilsgan.kernels import composite as tk
+
+            k = (tk.composite_fwd, tk.composite_bwd)
+        else:
+            raise ValueError(f"composite: no kernels for backend {backend!r}")
+        _KERNELS[backend] = k
+    return k
+
+
+@torch.library.custom_op("ilsgan::composite", mutates_args=())
+def _composite_op(f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor], backend: str) -> Tuple[Tensor, Tensor]:
+    out, ms = _kernels(backend)[0](f, b, m, shift)
+    return out, ms
+
+
+@_composite_op.register_fake
+def _(f, b, m, shift, backend):
+    ms = torch.empty_like(m) if shift is not None else m.new_empty((0,))
+    return torch.empty_like(f), ms
+
+
+@torch.library.custom_op("ilsgan::composite_bwd", mutates_args=())
+def _composite_bwd_op(
+    go: Tensor, gms: Optional[Tensor], f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor], backend: str
+) -> Tuple[Tensor, Tensor, Tensor]:
+    gf, gb, gm = _kernels(backend)[1](go, gms, f, b, m, shift)
+    return gf, gb, gm
+
+
+@_composite_bwd_op.register_fake
+def _(go, gms, f, b, m, shift, backend):
+    return torch.empty_like(f), torch.empty_like(b), torch.empty_like(m)
+
+
+def _fwd_setup(ctx, inputs, output):
+    f, b, m, shift, backend = inputs
+    ctx.save_for_backward(f, b, m, shift)
+    ctx.backend = backend
+
+
+def _fwd_backward(ctx, go, gms):
+    f, b, m, shift = ctx.saved_tensors
+    if go is None:
+        go = torch.zeros_like(f)
+    if shift is None:
+        gms = None
+    go = go.contiguous()
+    if gms is not None:
+        gms = gms.contiguous()
+    gf, gb, gm = _composite_bwd_op(go, gms, f, b, m, shift, ctx.backend)
+    return gf, gb, gm, None, None
+
+
+_composite_op.register_autograd(_fwd_backward, setup_context=_fwd_setup)
+
+
+def _bwd_setup(ctx, inputs, output):
+    go, gms, f, b, m, shift, backend = inputs
+    ctx.has_gms = gms is not None
+    ctx.save_for_backward(go, f, b, m, shift)
+
+
+def _bwd_backward(ctx, uf, ub, um):
+    # Double backward in plain torch (differentiable again). With S the shift and S^T its adjoint:
+    #   gf = S^T(go*ms), gb = go*(1-ms), gm = S^T(sum_c go*(fs-b) + gms).
+    go, f, b, m, shift = ctx.saved_tensors
+    sh = (lambda t: t) if shift is None else (lambda t: shift_ref(t, shift))
+    ush = (lambda t: t) if shift is None else (lambda t: unshift_ref(t, shift))
+    zf = torch.zeros_like(f)
+    uf = zf if uf is None else uf
+    ub = torch.zeros_like(b) if ub is None else ub
+    um = torch.zeros_like(m) if um is None else um
+    fs, ms, Uf, Um = sh(f), sh(m), sh(uf), sh(um)
+    d_go = Uf * ms + ub * (1 - ms) + Um * (fs - b)
+    d_gms = Um if ctx.has_gms else None
+    d_f = ush(Um * go)
+    d_b = -(Um * go)
+    d_m = ush((go * (Uf - ub)).sum(1, keepdim=True))
+    return d_go, d_gms, d_f, d_b, d_m, None, None
+
+
+_composite_bwd_op.register_autograd(_bwd_backward, setup_context=_bwd_setup)
+
+
+# ------------------------------------------------------------------------------------------------
+# Public function.
+
+_missing_cache = {}
+
+
+def _kernel_missing(backend: str) -> Optional[str]:
+    if backend not in _missing_cache:
+        reason = None
+        if backend in ("cpu", "cuda"):
+            ns = getattr(torch.ops, f"ilsgan_{backend}")
+            if not (hasattr(ns, "composite_fwd") and hasattr(ns, "composite_bwd")):
+                reason = f"the loaded ilsgan {backend} extension has no composite kernels (rebuild it: tools/build.sh)"
+        elif backend == "triton":
+            import importlib.util
+
+            if importlib.util.find_spec("ilsgan.kernels.composite") is None:
+                reason = "ilsgan.kernels.composite is missing"
+        _missing_cache[backend] = reason
+    return _missing_cache[backend]
+
+
+@torch.compiler.assume_constant_result
+def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
+    def unsupported(backend: str) -> Optional[str]:
+        if backend == "ref":
+            return None
+        if dtype not in _FAST_DTYPES:
+            return f"dtype {dtype} not handled"
+        if backend == "cpu" and dtype == torch.bfloat16:
+            return "the cpu kernels take float16/float32/float64 (bfloat16 on GPU backends)"
+        return _kernel_missing(backend)
+
+    return resolve(SPEC, impl, torch.device(device_type), strict, unsupported)
+
+
+def _check_tensor(op: str, name: str, t, ndim: int = 4) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D [N,C,H,W], got shape {tuple(t.shape)}")
+
+
+def _check_fbm(op: str, f, b, m) -> None:
+    _check_tensor(op, "f", f)
+    _check_tensor(op, "b", b)
+    _check_tensor(op, "m", m)
+    if b.shape != f.shape:
+        raise ValueError(f"{op}: b must have the shape of f {tuple(f.shape)}, got {tuple(b.shape)}")
+    N, C, H, W = f.shape
+    if tuple(m.shape) != (N, 1, H, W):
+        raise ValueError(f"{op}: m must have shape [N,1,H,W] = {(N, 1, H, W)}, got {tuple(m.shape)}")
+    for name, t in (("b", b), ("m", m)):
+        if t.device != f.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but f is on {f.device}; they must be on one device")
+        if t.dtype != f.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but f has dtype {f.dtype}; they must match")
+
+
+def _as_nchw(t: Tensor) -> Tensor:
+    return t.contiguous()
+
+
+def composite(
+    f: Tensor,
+    b: Tensor,
+    m: Tensor,
+    shift: Optional[Tensor] = None,
+    impl: str = "auto",
+    strict: Optional[bool] = None,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    r"""Alpha compositing ``m*f + (1-m)*b``, optionally with f and m translated per sample.
+
+    Args:
+        f: foreground, floating tensor [N,C,H,W] (C is usually 3; any C >= 1).
+        b: background, same shape, dtype and device as ``f``.
+        m: mask (alpha), [N,1,H,W], same dtype and device as ``f``. Values are not clamped.
+        shift: ``None``, or an integer tensor [N,2] on f's device holding ``(tx, ty)`` per sample.
+            Positive ``tx`` moves f and m toward larger x, positive ``ty`` toward larger y;
+            uncovered pixels become 0 (so the composite shows the background there). Any integer
+            is allowed: ``|tx| >= W`` or ``|ty| >= H`` shifts everything out. Never differentiated.
+        impl: ``"auto"``, ``"ref"``, ``"cpu"``, ``"cuda"`` or ``"triton"``; a forced backend that
+            cannot run raises ``ilsgan.ops.BackendUnavailableError``.
+        strict: make a fallback of ``auto`` to ``ref`` an error (default: env ``ILSGAN_STRICT``).
+
+    Returns:
+        ``shift is None``: a Tensor ``out`` [N,C,H,W].
+        ``shift`` given: a tuple ``(out, shifted_mask)``, ``out`` [N,C,H,W] and the translated
+        mask ``shifted_mask`` [N,1,H,W] (both differentiable; gradients reach f, b and m).
+
+    dtypes: float32, float64, float16 (computed in float32; bfloat16 on GPU backends). Output dtype
+    is f's. Layout: the fast kernels work on contiguous NCHW; a channels_last ``f`` gives a
+    channels_last ``out`` (the wrapper converts), any other strided input is copied first. Gradients
+    of first and second order on every backend (the fast backends' second order is plain torch).
+    """
+    op = "composite"
+    _check_fbm(op, f, b, m)
+    if shift is not None:
+        if not isinstance(shift, Tensor):
+            raise TypeError(f"{op}: shift must be a torch.Tensor or None, got {type(shift).__name__}")
+        if shift.is_floating_point() or shift.is_complex() or shift.dtype == torch.bool:
+            raise TypeError(f"{op}: shift must be an integer tensor, got dtype {shift.dtype}")
+        if tuple(shift.shape) != (f.shape[0], 2):
+            raise ValueError(f"{op}: shift must have shape [N,2] = {(f.shape[0], 2)}, got {tuple(shift.shape)}")
+        if shift.device != f.device:
+            raise ValueError(f"{op}: shift is on {shift.device} but f is on {f.device}; they must be on one device")
+    if not isinstance(impl, str):
+        raise ValueError(f"{op}: impl must be a string, got {type(impl).__name__}")
+    backend = _resolve(impl, f.device.type, strict, f.dtype)
+    if backend == "ref":
+        return _composite_ref(f, b, m, shift)
+    channels_last = f.dim() == 4 and not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last)
+    fc, bc, mc = _as_nchw(f), _as_nchw(b), _as_nchw(m)
+    sc = shift.to(torch.long).contiguous() if shift is not None else None
+    out, ms = _composite_op(fc, bc, mc, sc, backend)
+    if channels_last:
+        out = out.contiguous(memory_format=torch.channels_last)
+    if shift is None:
+        return out
+    return out, ms
+
+
+# ``import ilsgan.ops.composite`` makes the package attribute ``ilsgan.ops.composite`` this module
+# (the import system sets it after the module runs), shadowing the lazily exported function. Make
+# the module itself callable as the function so that both spellings keep working.
+class _CallableModule(type(torch)):
+    def __call__(self, *args, **kwargs):
+        return composite(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
