@@ -1,0 +1,13 @@
+"""Evaluation metrics: segmentation (IoU/Dice/...), FID/KID, MINE layer independence."""
+
+from .segmentation import SegmentationMeter, confusion_counts, segmentation_metrics
+from .fid import (FeatureStats, InceptionError, extract_features, fid_from_features, frechet_distance,
+                  kid_from_features, load_inception, resolve_inception_path)
+from .mine import MINE_PAIRS, layer_independence, mine_estimate
+
+__all__ = [
+    "SegmentationMeter", "confusion_counts", "segmentation_metrics",
+    "FeatureStats", "InceptionError", "extract_features", "fid_from_features", "frechet_distance",
+    "kid_from_features", "load_inception", "resolve_inception_path",
+    "MINE_PAIRS", "layer_independence", "mine_estimate",
+]
