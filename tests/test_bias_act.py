@@ -26,11 +26,11 @@ def _shape(backend):
 def _make(shape, layout, device, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     if layout == "noncontig":  # a strided slice: the wrapper copies it
-        big = torch.randn(shape[0], shape[1], shape[2], shape[3] * 2, generator=g, dtype=dtype)
+        big = torch.randn(shape[0], shape[1], shape[2], shape[3] * 2, generator=g, dtype=dtype).to(device)
         x = big[..., ::2]
+        assert not x.is_contiguous()
     else:
-        x = torch.randn(shape, generator=g, dtype=dtype) * 2
-    x = x.to(device)
+        x = (torch.randn(shape, generator=g, dtype=dtype) * 2).to(device)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     return x
