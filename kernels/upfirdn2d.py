@@ -9,7 +9,8 @@ output o along an axis, s = o*down - p0, only the taps k = k0 + t*up (k0 = -s mo
 non-zero of the zero-stuffed image, reading input pixel (s + k0)/up + t. The zero-stuffed image is
 never formed; up, down and the filter size are compile-time constants (one specialization per
 configuration; the hot ones are up=2 / down=2 / up=down=1 with a 4x4 filter), so the tap loops are
-unrolled. The effective filter (flipped for a true convolution, times gain; a separable filter as
+unrolled, and the filter is read as uniform scalars (one per phase, selected per output element)
+rather than gathered. The effective filter (flipped for a true convolution, times gain; a separable filter as
 its outer product) is prepared in float64 and cast to the compute type: float32 for
 float16/bfloat16/float32 inputs, float64 for float64.
 """
@@ -43,10 +44,18 @@ def _upfirdn2d_kernel(
     # Polyphase bookkeeping; OFF* (multiples of UP*) keep every operand of % and // non-negative.
     sy = oy * DOWNY - PY0 + OFFY
     sx = ox * DOWNX - PX0 + OFFX
-    k0y = (UPY - sy % UPY) % UPY
-    k0x = (UPX - sx % UPX) % UPX
-    iy0 = (sy + k0y) // UPY - OFFY // UPY
-    ix0 = (sx + k0x) // UPX - OFFX // UPX
+    if UPY == 1:
+        k0y = 0
+        iy0 = sy - OFFY
+    else:
+        k0y = (UPY - sy % UPY) % UPY
+        iy0 = (sy + k0y) // UPY - OFFY // UPY
+    if UPX == 1:
+        k0x = 0
+        ix0 = sx - OFFX
+    else:
+        k0x = (UPX - sx % UPX) % UPX
+        ix0 = (sx + k0x) // UPX - OFFX // UPX
 
     plane64 = plane.to(tl.int64)
     x_base = x_ptr + plane64 * H * W
@@ -55,23 +64,34 @@ def _upfirdn2d_kernel(
     else:
         acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float32)
 
+    # Tap (ty, tx) of an output with phase (k0y, k0x) is w[k0y + ty*UPY, k0x + tx*UPX]: the filter
+    # is read as uniform scalars (one per phase) and selected per element, never gathered.
     TY: tl.constexpr = (FH + UPY - 1) // UPY
     TX: tl.constexpr = (FW + UPX - 1) // UPX
     for ty in tl.static_range(TY):
-        ky = k0y + ty * UPY
         iy = iy0 + ty
-        vy = (ky < FH) & (iy >= 0) & (iy < H) & (oy < OH)
+        vy = (iy >= 0) & (iy < H) & (oy < OH)
         for tx in tl.static_range(TX):
-            kx = k0x + tx * UPX
             ix = ix0 + tx
-            vx = (kx < FW) & (ix >= 0) & (ix < W) & (ox < OW)
-            m = vy & vx
-            wv = tl.load(w_ptr + ky * FW + kx, mask=m, other=0.0)
-            xv = tl.load(x_base + iy * W + ix, mask=m, other=0.0)
-            if ACC_F64:
-                acc += wv.to(tl.float64) * xv.to(tl.float64)
+            vx = (ix >= 0) & (ix < W) & (ox < OW)
+            if UPY == 1 and UPX == 1:
+                wv = tl.load(w_ptr + ty * FW + tx).to(acc.dtype)
             else:
-                acc += wv.to(tl.float32) * xv.to(tl.float32)
+                wv = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc.dtype)
+                for py in tl.static_range(UPY):
+                    if py + ty * UPY < FH:
+                        for px in tl.static_range(UPX):
+                            if px + tx * UPX < FW:
+                                wsc = tl.load(w_ptr + (py + ty * UPY) * FW + px + tx * UPX).to(acc.dtype)
+                                if UPY == 1:
+                                    sel = k0x == px
+                                elif UPX == 1:
+                                    sel = k0y == py
+                                else:
+                                    sel = (k0y == py) & (k0x == px)
+                                wv = tl.where(sel, wsc, wv)
+            xv = tl.load(x_base + iy * W + ix, mask=vy & vx, other=0.0)
+            acc += wv * xv.to(acc.dtype)
 
     y_base = y_ptr + plane64 * OH * OW
     tl.store(y_base + oy * OW + ox, acc.to(y_ptr.dtype.element_ty), mask=out_mask)
