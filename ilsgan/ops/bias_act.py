@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._dispatch import OpSpec, register_op, resolve
+from ._dispatch import OpSpec, register_op, resolve, strict_from_env
 
 __all__ = ["bias_act", "ACTIVATIONS", "SPEC"]
 
@@ -355,12 +355,21 @@ def _unsupported(x: Tensor, big: bool = False):
     return check
 
 
+_RESOLVED = {}
+
+
 @torch.compiler.assume_constant_result
 def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype, big: bool) -> str:
     # Evaluated eagerly (also while torch.compile traces): the choice depends on facts about the
     # process only, and tracing into the extension loader would break the graph.
-    probe = torch.empty(0, dtype=dtype)
-    return resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(probe, big))
+    if strict is None:
+        strict = strict_from_env()
+    key = (impl, device_type, strict, dtype, big)
+    backend = _RESOLVED.get(key)
+    if backend is None:  # facts about the process only: cached (a fallback warns once anyway)
+        probe = torch.empty(0, dtype=dtype)
+        backend = _RESOLVED[key] = resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(probe, big))
+    return backend
 
 
 def _as_float(name: str, value, allow_inf: bool = False) -> float:
