@@ -62,8 +62,8 @@ TIERS: dict[str, TierConfig] = {
     ),
     "medium": TierConfig(
         coverage=(0.10, 0.60), bg_textures=(1, 2), n_distractors=(2, 5),
-        distractor_size=(0.05, 0.14), sat=(0.15, 0.9), val=(0.2, 0.95), pixel_noise=0.025,
-        illumination=0.15, fg_flat=0.15, bg_flat=0.1,
+        distractor_size=(0.05, 0.14), sat=(0.1, 0.85), val=(0.2, 0.95), pixel_noise=0.025,
+        illumination=0.15, fg_flat=0.1, bg_flat=0.05,
     ),
     "hard": TierConfig(
         coverage=(0.10, 0.60), bg_textures=(2, 2), n_distractors=(4, 8),
@@ -180,19 +180,40 @@ def _palette(rng: np.random.Generator, cfg: TierConfig, n: int) -> np.ndarray:
     return np.stack(cols)
 
 
-def _colourize(t: np.ndarray, pal: np.ndarray) -> np.ndarray:
+_LUT_N = 1024
+
+
+def _lut(pal: np.ndarray) -> np.ndarray:
+    """[_LUT_N, 3] colour ramp through the palette (2 or 3 colours, piecewise linear)."""
+    t = np.linspace(0.0, 1.0, _LUT_N, dtype=np.float32)[:, None]
     if len(pal) == 2:
-        return pal[0] + t[..., None] * (pal[1] - pal[0])
-    # 3 colours, piecewise linear
-    t2 = t[..., None] * 2
-    lo = pal[0] + np.minimum(t2, 1) * (pal[1] - pal[0])
-    return lo + np.maximum(t2 - 1, 0) * (pal[2] - pal[1])
+        return pal[0] + t * (pal[1] - pal[0])
+    t2 = t * 2
+    return pal[0] + np.minimum(t2, 1) * (pal[1] - pal[0]) + np.maximum(t2 - 1, 0) * (pal[2] - pal[1])
 
 
-def _textured_layer(rng: np.random.Generator, cfg: TierConfig, res: int, flat: bool) -> np.ndarray:
+def _colourize(t: np.ndarray, pal: np.ndarray) -> np.ndarray:
+    idx = (np.clip(t, 0.0, 1.0) * (_LUT_N - 1) + 0.5).astype(np.intp)
+    return _lut(pal)[idx]
+
+
+def _textured_layer(rng: np.random.Generator, cfg: TierConfig, res: int, flat: bool):
+    """(colour layer [R, R, 3] float32, its scalar texture field [R, R])."""
     t = _texture_field(rng, res, flat)
     pal = _palette(rng, cfg, 2 if flat else int(rng.integers(2, 4)))
-    return _colourize(t, pal)
+    return _colourize(t, pal), t
+
+
+def _field_view(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """A cheap variant of a texture field (flip / transpose / inversion), for clutter."""
+    k = int(rng.integers(0, 8))
+    if k & 1:
+        t = t[::-1]
+    if k & 2:
+        t = t[:, ::-1]
+    if k & 4:
+        t = t.T
+    return 1.0 - t if rng.random() < 0.5 else t
 
 
 def _finish_layer(rng: np.random.Generator, cfg: TierConfig, img: np.ndarray) -> np.ndarray:
@@ -229,7 +250,8 @@ def _blob_gauge(rng, x, y, cx, cy, r, theta, aspect):
 def _polygon_gauge(rng, x, y, cx, cy, r, theta, aspect):
     u, v = _local(x, y, cx, cy, theta, r * aspect, r / aspect)
     n = int(rng.integers(3, 8))
-    angles = (np.arange(n) + rng.uniform(-0.3, 0.3, size=n)) * (2 * math.pi / n)
+    jitter = 0.12 if n == 3 else 0.25  # keeps every gap between normals < pi (bounded polygon)
+    angles = (np.arange(n) + rng.uniform(-jitter, jitter, size=n)) * (2 * math.pi / n) + rng.uniform(0, 2 * math.pi)
     dists = rng.uniform(0.75, 1.0, size=n)
     g = None
     for a, d in zip(angles, dists):
@@ -334,22 +356,36 @@ def render(index: int, resolution: int = 64, tier: str = "medium", split: str = 
 
     # foreground layer + mask (independent stream)
     mask = _object_mask(fg_rng, cfg, res)
-    fg = _textured_layer(fg_rng, cfg, res, flat=fg_rng.random() < cfg.fg_flat)
+    fg, _ = _textured_layer(fg_rng, cfg, res, flat=fg_rng.random() < cfg.fg_flat)
     fg = _finish_layer(fg_rng, cfg, fg)
 
     # background layer with clutter (independent stream)
-    bg = _textured_layer(bg_rng, cfg, res, flat=bg_rng.random() < cfg.bg_flat)
+    bg, t_bg = _textured_layer(bg_rng, cfg, res, flat=bg_rng.random() < cfg.bg_flat)
+    fields = [t_bg]
     n_tex = int(bg_rng.integers(cfg.bg_textures[0], cfg.bg_textures[1] + 1))
     for _ in range(n_tex - 1):  # second texture blended through a smooth region field
-        other = _textured_layer(bg_rng, cfg, res, flat=False)
+        other, t_other = _textured_layer(bg_rng, cfg, res, flat=False)
+        fields.append(t_other)
         w = _value_noise(bg_rng, res, int(bg_rng.integers(2, 5)))
         w = np.clip((w - 0.5) * bg_rng.uniform(4, 12) + 0.5, 0, 1)[..., None]
         bg = bg + w * (other - bg)
     n_d = int(bg_rng.integers(cfg.n_distractors[0], cfg.n_distractors[1] + 1))
-    for _ in range(n_d):
+    if n_d and len(fields) < 2:
+        fields.append(_texture_field(bg_rng, res, flat=False))
+    for _ in range(n_d):  # clutter: textured shapes, coloured only inside their bounding box
         dm = _distractor_mask(bg_rng, cfg, res)
-        tex = _textured_layer(bg_rng, cfg, res, flat=bg_rng.random() < 0.5)
-        bg = np.where(dm[..., None], tex, bg)
+        t = _field_view(bg_rng, fields[int(bg_rng.integers(0, len(fields)))])
+        pal = _palette(bg_rng, cfg, int(bg_rng.integers(1, 4)) if bg_rng.random() < 0.7 else 2)
+        rows = np.flatnonzero(dm.any(1))
+        if rows.size == 0:
+            continue
+        cols = np.flatnonzero(dm.any(0))
+        win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        if len(pal) == 1:
+            tex = np.broadcast_to(pal[0], bg[win].shape)
+        else:
+            tex = _colourize(t[win], pal)
+        bg[win] = np.where(dm[win][..., None], tex, bg[win])
     bg = _finish_layer(bg_rng, cfg, bg)
 
     image = np.where(mask[..., None], fg, bg)
