@@ -7,6 +7,8 @@ import torch
 from ilsgan.metrics import (InceptionError, extract_features, fid_from_features, frechet_distance,
                             kid_from_features, load_inception, resolve_inception_path)
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
 
 def _rand_cov(rng, d):
     a = rng.standard_normal((d, d))

