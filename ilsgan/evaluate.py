@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segmentation protocol (train a UNet on generated pairs, test on real images+masks), "
                     "direct mask statistics, FID/KID and MINE layer independence of a layered generator.")
     p.add_argument("--checkpoint", required=True, help="training checkpoint (G_ema is used)")
-    p.add_argument("--images", help="real test images folder (required for --protocol unet/both)")
-    p.add_argument("--masks", help="real test masks folder, same names as --images, 0/255 PNG")
+    p.add_argument("--images", help="real test images: a folder/zip of images, or a folder with images/ and "
+                                    "masks/ (then --masks may be omitted); needed for --protocol unet/both")
+    p.add_argument("--masks", help="real test masks folder/zip: same names as --images, 0/255 PNG")
     p.add_argument("--protocol", choices=("unet", "direct", "both"), default="both",
                    help="unet: train on generated, test on real; direct: the generator's own masks on its "
                         "own images (statistics only); both (default)")
@@ -96,7 +97,7 @@ def _real_images_for_fid(args, resolution):
 
     if args.fid_data:
         from .data import open_dataset
-        ds = open_dataset(args.fid_data, resolution)
+        ds = open_dataset(args.fid_data, resolution, split="train")
     else:
         if not args.images:
             raise ValueError("--fid needs real images: pass --fid-data SPEC or --images DIR")
@@ -143,13 +144,15 @@ def main(argv=None) -> dict:
 
     t0 = time.time()
     need_real = args.protocol in ("unet", "both")
-    if need_real and (not args.images or not args.masks):
-        raise SystemExit("error: --images and --masks are required for --protocol unet/both "
+    if need_real and not args.images:
+        raise SystemExit("error: --images (and --masks) are required for --protocol unet/both "
                          "(use --protocol direct for generator-only statistics)")
-    if args.images and not os.path.isdir(args.images):
-        raise SystemExit(f"error: --images {args.images}: directory not found")
-    if args.masks and not os.path.isdir(args.masks):
-        raise SystemExit(f"error: --masks {args.masks}: directory not found")
+    if args.images and not os.path.exists(args.images):
+        raise SystemExit(f"error: --images {args.images}: not found")
+    if args.masks and not os.path.exists(args.masks):
+        raise SystemExit(f"error: --masks {args.masks}: not found")
+    if need_real and not args.masks and not os.path.isdir(os.path.join(args.images, "masks")):
+        raise SystemExit(f"error: --masks is required (--images {args.images} has no masks/ subfolder)")
     inception = None
     if args.fid:
         from .metrics.fid import load_inception, InceptionError
@@ -168,7 +171,11 @@ def main(argv=None) -> dict:
                     "seed": args.seed, "images": args.images, "masks": args.masks}
     for k in SEG_KEYS:
         report[k] = None
-    test_set = open_test_set(args.images, args.masks, resolution) if need_real else None
+    from .data import DatasetError
+    try:
+        test_set = open_test_set(args.images, args.masks, resolution) if need_real else None
+    except (FileNotFoundError, DatasetError) as e:
+        raise SystemExit(f"error: {e}")
 
     cfg = ProtocolConfig(pairs=args.pairs, unet_iters=args.unet_iters, batch=args.unet_batch,
                          unet_resolution=args.unet_resolution, unet_base=args.unet_base, gen_batch=args.batch,
@@ -192,8 +199,11 @@ def main(argv=None) -> dict:
         del images, masks
     if args.fid:
         from .metrics.fid import extract_features, fid_from_features, kid_from_features
-        fr = extract_features(inception, _real_images_for_fid(args, resolution), args.device,
-                              progress="FID: real features")
+        try:
+            fr = extract_features(inception, _real_images_for_fid(args, resolution), args.device,
+                                  progress="FID: real features")
+        except (FileNotFoundError, DatasetError) as e:
+            raise SystemExit(f"error: --fid-data/--images: {e}")
         fg = extract_features(inception, _generated_images(G, args.fid_n, args.batch, args.device, args.seed),
                               args.device, progress="FID: generated features", total=args.fid_n)
         report["fid"] = fid_from_features(fg, fr)

@@ -64,7 +64,7 @@ def test_evaluate_and_segment_end_to_end(setup, capsys):
 def test_evaluate_direct_only(setup):
     tmp, ckpt, *_ = setup
     rep = evaluate.main(["--checkpoint", str(ckpt), "--protocol", "direct", "--device", "cpu"] + QUICK)
-    assert rep["iou"] is None and 0 < rep["direct"]["soft_iou"] <= 1
+    assert rep["iou"] is None and 0 < rep["direct"]["soft_iou"] <= 1 and "unet" not in rep
 
 
 def test_cli_errors_name_the_option(setup, capsys):
@@ -74,9 +74,11 @@ def test_cli_errors_name_the_option(setup, capsys):
         (["--checkpoint", str(ckpt), "--images", str(tmp / "nope"), "--masks", str(masks)], "--images"),
         (["--checkpoint", str(ckpt), "--images", str(images), "--masks", str(tmp / "nope")], "--masks"),
         (["--checkpoint", str(ckpt), "--images", str(images)], "--masks"),
+        (["--checkpoint", str(ckpt), "--images", str(tmp / "empty_imgs"), "--masks", str(masks)], "--images"),
         (["--checkpoint", str(ckpt), "--images", str(images), "--masks", str(masks), "--fid",
           "--inception", str(tmp / "missing.pt")], "--inception"),
     ]
+    (tmp / "empty_imgs").mkdir()
     for argv, opt in cases:
         with pytest.raises(SystemExit, match=opt):
             evaluate.main(argv + QUICK)
@@ -110,7 +112,7 @@ def test_evaluate_on_real_training_checkpoint(tmp_path):
     G, D = build_networks(cfg, resolution=16)
     path = ckpts.save_checkpoint(tmp_path / "run" / "checkpoint-000000.pt", config=cfg, G=G, D=D, G_ema=G)
     images, masks = write_pairs(FakeLayeredGenerator(img_resolution=16), tmp_path / "real", 4)
-    rep = evaluate.main(["--checkpoint", str(path), "--images", str(images), "--masks", str(masks),
+    rep = evaluate.main(["--checkpoint", str(path), "--images", str(tmp_path / "real"),  # DIR/images + DIR/masks
                          "--out", str(tmp_path / "r.json"), "--device", "cpu"] + QUICK)
     assert rep["generator_resolution"] == 16 and rep["n_test"] == 4
     for k in ("iou", "dice", "dataset_iou", "miou", "pixel_acc"):

@@ -296,18 +296,20 @@ def load_unet(path, device="cpu"):
 # ----------------------------------------------------------------------------------------------
 # Real test set
 
-def open_test_set(images: str, masks: str, resolution: int):
-    """Dataset of (image uint8 [3,R,R], mask [1,R,R]) from an image folder and a mask folder
-    (``ilsgan.data.open_image_mask_folder``). Errors name ``--images`` / ``--masks``."""
-    if not images or not os.path.isdir(images):
-        raise FileNotFoundError(f"--images {images}: directory not found")
-    if not masks or not os.path.isdir(masks):
-        raise FileNotFoundError(f"--masks {masks}: directory not found")
+def open_test_set(images: str, masks: str | None, resolution: int | None):
+    """Dataset of (image uint8 [3,R,R], mask bool [1,R,R]) via ``ilsgan.data.open_image_mask_folder``:
+    ``images`` and ``masks`` folders (or zips) paired by name, or ``masks=None`` and ``images`` a
+    folder holding ``images/`` and ``masks/``. Errors name ``--images`` / ``--masks``."""
+    from ..data import DatasetError, open_image_mask_folder
+
+    if not images or not os.path.exists(images):
+        raise FileNotFoundError(f"--images {images}: not found (a folder or .zip of images)")
+    if masks is not None and not os.path.exists(masks):
+        raise FileNotFoundError(f"--masks {masks}: not found (a folder or .zip of 0/255 masks)")
     try:
-        from ..data import open_image_mask_folder
-    except ImportError:  # older ilsgan.data without the convenience export
-        from ..data.folders import ImageMaskDataset as open_image_mask_folder
-    return open_image_mask_folder(images, masks, resolution=resolution)
+        return open_image_mask_folder(images, masks, resolution=resolution)
+    except DatasetError as e:
+        raise DatasetError(f"--images/--masks: {e}") from e
 
 
 @torch.no_grad()
