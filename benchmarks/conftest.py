@@ -40,6 +40,22 @@ def pytest_collect_file(file_path, parent):
     return None
 
 
+def pytest_collection_modifyitems(session, config, items):
+    # Run benchmarks shape by shape (smallest first), so that each 'copy <shape>' yardstick is timed
+    # right beside the ops of that shape: on a shared machine the load drifts over minutes.
+    def key(indexed):
+        i, item = indexed
+        shape = getattr(getattr(item, "callspec", None), "params", {}).get("shape")
+        if isinstance(shape, (tuple, list)) and all(isinstance(s, int) for s in shape):
+            n = 1
+            for s in shape:
+                n *= s
+            return (0, n, tuple(shape), i)
+        return (1, 0, (), i)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+
+
 def sync() -> None:
     """Wait for queued GPU work (no-op on CPU): call it inside every timed function on GPU."""
     if ON_GPU:
