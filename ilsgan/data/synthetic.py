@@ -300,16 +300,17 @@ def _object_mask(rng: np.random.Generator, cfg: TierConfig, res: int) -> np.ndar
     k = min(max(k, 1), flat.size - 1)
     t = np.partition(flat, k)[k]
     mask = field < t
-    if rng.random() < 0.3:  # holes, inside the body
-        inner = np.flatnonzero(field.ravel() < 0.55 * t)
+    if rng.random() < 0.3:  # holes, inside the body (candidate centres drawn resolution-independently)
         for _ in range(int(rng.integers(1, 3))):
-            if inner.size == 0:
-                break
-            p = inner[rng.integers(0, inner.size)]
-            hy, hx = (p // res + 0.5) / res, (p % res + 0.5) / res
+            cand = rng.uniform(-1.2 * r, 1.2 * r, size=(8, 2)) + (cx, cy)
             hr = r * rng.uniform(0.12, 0.3)
-            u, v = _local(x, y, hx, hy, rng.uniform(0, math.pi), hr * 1.3, hr / 1.3)
-            mask &= (u * u + v * v) > 1.0
+            hth = rng.uniform(0, math.pi)
+            for hx, hy in cand:
+                ix, iy = int(hx * res), int(hy * res)
+                if 0 <= ix < res and 0 <= iy < res and field[iy, ix] < 0.55 * t:
+                    u, v = _local(x, y, hx, hy, hth, hr * 1.3, hr / 1.3)
+                    mask &= (u * u + v * v) > 1.0
+                    break
     return mask
 
 
@@ -343,8 +344,13 @@ def _rngs(seed: int, split: str, tier: str, index: int):
     return np.random.default_rng(fg_ss), np.random.default_rng(bg_ss)
 
 
-def render(index: int, resolution: int = 64, tier: str = "medium", split: str = "train", seed: int = 0) -> Sample:
-    """Render sample ``index``: a :class:`Sample` with image, mask and both layers (numpy)."""
+def render(index: int, resolution: int = 64, tier: str = "medium", split: str = "train", seed: int = 0,
+           *, fg_colour=None, bg_colour=None) -> Sample:
+    """Render sample ``index``: a :class:`Sample` with image, mask and both layers (numpy).
+
+    ``fg_colour`` / ``bg_colour`` (RGB uint8 triples) replace that layer by a constant colour, for
+    tests and debugging; the mask and the other layer are unchanged.
+    """
     tier = parse_tier(tier)
     if resolution < 8:
         raise ValueError(f"resolution must be >= 8, got {resolution}")
@@ -358,6 +364,8 @@ def render(index: int, resolution: int = 64, tier: str = "medium", split: str = 
     mask = _object_mask(fg_rng, cfg, res)
     fg, _ = _textured_layer(fg_rng, cfg, res, flat=fg_rng.random() < cfg.fg_flat)
     fg = _finish_layer(fg_rng, cfg, fg)
+    if fg_colour is not None:
+        fg = np.broadcast_to(np.asarray(fg_colour, np.uint8), fg.shape).copy()
 
     # background layer with clutter (independent stream)
     bg, t_bg = _textured_layer(bg_rng, cfg, res, flat=bg_rng.random() < cfg.bg_flat)
@@ -387,6 +395,8 @@ def render(index: int, resolution: int = 64, tier: str = "medium", split: str = 
             tex = _colourize(t[win], pal)
         bg[win] = np.where(dm[win][..., None], tex, bg[win])
     bg = _finish_layer(bg_rng, cfg, bg)
+    if bg_colour is not None:
+        bg = np.broadcast_to(np.asarray(bg_colour, np.uint8), bg.shape).copy()
 
     image = np.where(mask[..., None], fg, bg)
     return Sample(image=image, mask=mask, fg=fg, bg=bg)
