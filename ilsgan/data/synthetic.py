@@ -180,12 +180,13 @@ def _palette(rng: np.random.Generator, cfg: TierConfig, n: int) -> np.ndarray:
     return np.stack(cols)
 
 
-_LUT_N = 1024
+_LUT_N = 512
+_RAMP = np.linspace(0.0, 1.0, _LUT_N, dtype=np.float32)[:, None]
 
 
 def _lut(pal: np.ndarray) -> np.ndarray:
     """[_LUT_N, 3] colour ramp through the palette (2 or 3 colours, piecewise linear)."""
-    t = np.linspace(0.0, 1.0, _LUT_N, dtype=np.float32)[:, None]
+    t = _RAMP
     if len(pal) == 2:
         return pal[0] + t * (pal[1] - pal[0])
     t2 = t * 2
@@ -216,6 +217,23 @@ def _field_view(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
     return 1.0 - t if rng.random() < 0.5 else t
 
 
+_NOISE_BANK_SIZE = 1 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed bank of standard normal samples; layers read a random window of it (cheap, deterministic)."""
+    return np.random.default_rng(20240917).standard_normal(_NOISE_BANK_SIZE, dtype=np.float32)
+
+
+def _pixel_noise(rng: np.random.Generator, shape) -> np.ndarray:
+    n = int(np.prod(shape))
+    if n > _NOISE_BANK_SIZE // 2:
+        return rng.standard_normal(shape, dtype=np.float32)
+    o = int(rng.integers(0, _NOISE_BANK_SIZE - n))
+    return _noise_bank()[o:o + n].reshape(shape)
+
+
 def _finish_layer(rng: np.random.Generator, cfg: TierConfig, img: np.ndarray) -> np.ndarray:
     """Illumination field and pixel noise, then quantize to uint8."""
     res = img.shape[0]
@@ -223,7 +241,7 @@ def _finish_layer(rng: np.random.Generator, cfg: TierConfig, img: np.ndarray) ->
         light = 1.0 + cfg.illumination * (2 * _value_noise(rng, res, 3) - 1)
         img = img * light[..., None]
     if cfg.pixel_noise > 0:
-        img = img + cfg.pixel_noise * rng.standard_normal(img.shape, dtype=np.float32)
+        img = img + cfg.pixel_noise * _pixel_noise(rng, img.shape)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -247,12 +265,19 @@ def _blob_gauge(rng, x, y, cx, cy, r, theta, aspect):
     return rad / np.maximum(radius, 0.3)
 
 
-def _polygon_gauge(rng, x, y, cx, cy, r, theta, aspect):
-    u, v = _local(x, y, cx, cy, theta, r * aspect, r / aspect)
+def _polygon_params(rng):
     n = int(rng.integers(3, 8))
     jitter = 0.12 if n == 3 else 0.25  # keeps every gap between normals < pi (bounded polygon)
     angles = (np.arange(n) + rng.uniform(-jitter, jitter, size=n)) * (2 * math.pi / n) + rng.uniform(0, 2 * math.pi)
     dists = rng.uniform(0.75, 1.0, size=n)
+    gaps = np.diff(np.concatenate([angles, angles[:1] + 2 * math.pi]))
+    bound = float(dists.max() / math.cos(min(float(gaps.max()), 3.0) / 2))  # circumradius bound
+    return angles, dists, bound
+
+
+def _polygon_gauge(rng, x, y, cx, cy, r, theta, aspect, params=None):
+    u, v = _local(x, y, cx, cy, theta, r * aspect, r / aspect)
+    angles, dists, _ = _polygon_params(rng) if params is None else params
     g = None
     for a, d in zip(angles, dists):
         h = (u * math.cos(a) + v * math.sin(a)) * (1.0 / d)
@@ -314,23 +339,56 @@ def _object_mask(rng: np.random.Generator, cfg: TierConfig, res: int) -> np.ndar
     return mask
 
 
-def _distractor_mask(rng: np.random.Generator, cfg: TierConfig, res: int) -> np.ndarray:
+def _distractor_mask(rng: np.random.Generator, cfg: TierConfig, res: int):
+    """A clutter shape, computed only inside its bounding window: (mask window, (rows, cols) slices)
+    or None when it falls outside the image."""
     x, y = _grid(res)
     cx, cy = rng.uniform(-0.05, 1.05, size=2)
     r = rng.uniform(*cfg.distractor_size)
-    kind = rng.integers(0, 4)
+    kind = int(rng.integers(0, 4))
     theta = rng.uniform(0, 2 * math.pi)
-    if kind == 0:
-        g = _blob_gauge(rng, x, y, cx, cy, r, theta, math.exp(rng.uniform(-0.5, 0.5)))
-    elif kind == 1:
-        g = _polygon_gauge(rng, x, y, cx, cy, r, theta, math.exp(rng.uniform(-0.5, 0.5)))
-    elif kind == 2:  # bar
-        u, v = _local(x, y, cx, cy, theta, r * 2.5, r * rng.uniform(0.15, 0.4))
-        g = np.maximum(np.abs(u), np.abs(v))
-    else:  # stroke
+    if kind in (0, 1):
+        aspect = math.exp(rng.uniform(-0.5, 0.5))
+        stretch = r * max(aspect, 1 / aspect)
+        if kind == 0:
+            amps = [rng.uniform(0, 0.28 / math.sqrt(k)) for k in range(2, 6)]
+            phases = [rng.uniform(0, 2 * math.pi) for _ in range(2, 6)]
+            extent = stretch * (1 + sum(amps))
+        else:
+            params = _polygon_params(rng)
+            extent = stretch * params[2]
+    elif kind == 2:
+        bw = r * rng.uniform(0.15, 0.4)
+        extent = math.hypot(2.5 * r, bw)
+    else:
+        wd = r * rng.uniform(0.1, 0.3)
         ex, ey = cx + 3 * r * math.cos(theta), cy + 3 * r * math.sin(theta)
-        g = _segment_dist(x, y, cx, cy, ex, ey) / (r * rng.uniform(0.1, 0.3))
-    return g < 1.0
+        extent = 0.0
+    if kind == 3:
+        x0, x1 = min(cx, ex) - wd, max(cx, ex) + wd
+        y0, y1 = min(cy, ey) - wd, max(cy, ey) + wd
+    else:
+        x0, x1, y0, y1 = cx - extent, cx + extent, cy - extent, cy + extent
+    c0, c1 = max(0, int(math.floor(x0 * res)) - 1), min(res, int(math.ceil(x1 * res)) + 1)
+    r0, r1 = max(0, int(math.floor(y0 * res)) - 1), min(res, int(math.ceil(y1 * res)) + 1)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    win = (slice(r0, r1), slice(c0, c1))
+    xw, yw = x[win], y[win]
+    if kind == 0:
+        u, v = _local(xw, yw, cx, cy, theta, r * aspect, r / aspect)
+        rad = np.sqrt(u * u + v * v)
+        phi = np.arctan2(v, u)
+        radius = 1.0 + sum(a * np.cos(k * phi + p) for k, a, p in zip(range(2, 6), amps, phases))
+        g = rad / np.maximum(radius, 0.3)
+    elif kind == 1:
+        g = _polygon_gauge(rng, xw, yw, cx, cy, r, theta, aspect, params)
+    elif kind == 2:
+        u, v = _local(xw, yw, cx, cy, theta, r * 2.5, bw)
+        g = np.maximum(np.abs(u), np.abs(v))
+    else:
+        g = _segment_dist(xw, yw, cx, cy, ex, ey) / wd
+    return g < 1.0, win
 
 
 # ----------------------------------------------------------------------------- sample
@@ -380,20 +438,18 @@ def render(index: int, resolution: int = 64, tier: str = "medium", split: str = 
     n_d = int(bg_rng.integers(cfg.n_distractors[0], cfg.n_distractors[1] + 1))
     if n_d and len(fields) < 2:
         fields.append(_texture_field(bg_rng, res, flat=False))
-    for _ in range(n_d):  # clutter: textured shapes, coloured only inside their bounding box
-        dm = _distractor_mask(bg_rng, cfg, res)
+    for _ in range(n_d):  # clutter: textured shapes, computed and coloured inside their window
+        d = _distractor_mask(bg_rng, cfg, res)
         t = _field_view(bg_rng, fields[int(bg_rng.integers(0, len(fields)))])
         pal = _palette(bg_rng, cfg, int(bg_rng.integers(1, 4)) if bg_rng.random() < 0.7 else 2)
-        rows = np.flatnonzero(dm.any(1))
-        if rows.size == 0:
+        if d is None:
             continue
-        cols = np.flatnonzero(dm.any(0))
-        win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        dm, win = d
         if len(pal) == 1:
             tex = np.broadcast_to(pal[0], bg[win].shape)
         else:
             tex = _colourize(t[win], pal)
-        bg[win] = np.where(dm[win][..., None], tex, bg[win])
+        bg[win] = np.where(dm[..., None], tex, bg[win])
     bg = _finish_layer(bg_rng, cfg, bg)
     if bg_colour is not None:
         bg = np.broadcast_to(np.asarray(bg_colour, np.uint8), bg.shape).copy()
