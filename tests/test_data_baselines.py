@@ -28,18 +28,16 @@ def test_trivial_dataset_solved(method):
 
 
 def test_known_iou_values():
-    img, m = _square()
-    half = m.copy()
-    half[:, :18] = False  # prediction covers half of the object
-    assert B._scores(half, m)[:2] == pytest.approx((0.5, 2 / 3))
-    assert B._scores(np.zeros_like(m), np.zeros_like(m))[:2] == (1.0, 1.0)  # empty/empty = 1
-    assert B._scores(np.ones_like(m), np.zeros_like(m))[:2] == (0.0, 0.0)
-    # an image whose object is the whole frame: every method predicts something, IoU known exactly
+    # a perfectly solved image and one whose ground truth is empty (prediction is not): IoU 1 and 0
     pairs = [_square(), (_square()[0], np.zeros((32, 32), bool))]
     r = B.evaluate(pairs, ["otsu"])
     assert r["otsu"]["iou"] == pytest.approx(0.5)  # 1.0 and 0.0
     assert r["otsu"]["dataset_iou"] == pytest.approx(120 / 240)
-    assert r["otsu"]["n"] == 2
+    assert r["otsu"]["n"] == 2 and r["otsu"]["dice"] == pytest.approx(0.5)
+    # empty/empty counts as 1: a flat image (no prediction) with an empty mask
+    flat = np.full((16, 16, 3), 77, np.uint8)
+    r = B.evaluate([(flat, np.zeros((16, 16), bool))], ["otsu", "kmeans", "border"])
+    assert all(v["iou"] == 1.0 and v["dice"] == 1.0 for v in r.values())
 
 
 def test_polarity_prefers_cluster_off_border():

@@ -162,27 +162,20 @@ def predict(method: str, img: np.ndarray) -> np.ndarray:
     return METHODS[method](np.asarray(img))
 
 
-def _scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, int, int]:
-    # local metric (same definitions as the DRC protocol); ilsgan.metrics is used when present
-    inter = int(np.logical_and(pred, gt).sum())
-    union = int(np.logical_or(pred, gt).sum())
-    total = int(pred.sum()) + int(gt.sum())
-    iou = 1.0 if union == 0 else inter / union
-    dice = 1.0 if total == 0 else 2.0 * inter / total
-    return iou, dice, inter, union
-
-
 def evaluate(pairs: Iterable[tuple[np.ndarray, np.ndarray]], methods: list[str] | None = None,
              progress: bool = False, total: int | None = None) -> dict[str, dict[str, float]]:
     """Run the baselines on ``(image uint8 [H, W, 3], mask bool [H, W])`` pairs.
 
-    Returns ``{method: {"iou", "dice", "dataset_iou", "n"}}`` (per-image means; empty/empty = 1).
+    Returns ``{method: {"iou", "dice", "dataset_iou", "miou", "pixel_acc", "n"}}`` computed with
+    :class:`ilsgan.metrics.SegmentationMeter` (per-image means; empty/empty = 1).
     """
     methods = available_methods() if methods is None else list(methods)
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown baseline {m!r}; available: {available_methods()}")
-    acc = {m: [0.0, 0.0, 0, 0] for m in methods}
+    from ilsgan.metrics import SegmentationMeter
+
+    meters = {m: SegmentationMeter() for m in methods}
     n = 0
     it = pairs
     if progress:
@@ -198,23 +191,23 @@ def evaluate(pairs: Iterable[tuple[np.ndarray, np.ndarray]], methods: list[str] 
             img = img.transpose(1, 2, 0)
         n += 1
         for m in methods:
-            iou, dice, inter, union = _scores(predict(m, img), gt)
-            a = acc[m]
-            a[0] += iou
-            a[1] += dice
-            a[2] += inter
-            a[3] += union
+            meters[m].update(predict(m, img), gt)
     if n == 0:
         raise ValueError("no image+mask pairs to evaluate")
-    return {m: {"iou": a[0] / n, "dice": a[1] / n, "dataset_iou": (a[2] / a[3]) if a[3] else 1.0, "n": n}
-            for m, a in acc.items()}
+    out = {}
+    for m, meter in meters.items():
+        r = meter.compute()
+        out[m] = {k: r[k] for k in ("iou", "dice", "dataset_iou", "miou", "pixel_acc")}
+        out[m]["n"] = int(r["n_images"])
+    return out
 
 
 def format_table(results: dict[str, dict[str, float]], title: str | None = None) -> str:
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"{'method':<10} {'IoU':>7} {'Dice':>7} {'dataset IoU':>12} {'n':>6}")
+    lines.append(f"{'method':<10} {'IoU':>7} {'Dice':>7} {'dataset IoU':>12} {'mIoU':>7} {'pix acc':>8} {'n':>6}")
     for m, r in results.items():
-        lines.append(f"{m:<10} {r['iou']:>7.3f} {r['dice']:>7.3f} {r['dataset_iou']:>12.3f} {r['n']:>6d}")
+        lines.append(f"{m:<10} {r['iou']:>7.3f} {r['dice']:>7.3f} {r['dataset_iou']:>12.3f} "
+                     f"{r['miou']:>7.3f} {r['pixel_acc']:>8.3f} {r['n']:>6d}")
     return "\n".join(lines)
