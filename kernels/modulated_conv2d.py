@@ -169,11 +169,11 @@ def _interp() -> bool:
 
 
 def _tiles(rows: int, hw: int):
-    """[BLOCK_rows, BLOCK_P] tile: ~4K elements on a GPU; as large as possible in the interpreter."""
+    """[BLOCK_rows, BLOCK_P] tile: 2K elements on a GPU; as large as possible in the interpreter."""
     if _interp():
         return triton.next_power_of_2(max(rows, 1)), triton.next_power_of_2(max(hw, 1))
     bp = min(128, triton.next_power_of_2(max(hw, 1)))
-    bo = max(1, min(triton.next_power_of_2(max(rows, 1)), 4096 // bp))
+    bo = max(1, min(triton.next_power_of_2(max(rows, 1)), 2048 // bp))
     return bo, bp
 
 

@@ -1,9 +1,6 @@
 """conv2d_resample: every NVlabs fast path against the generic NVlabs composition (FIR-upsample,
 conv, FIR-downsample) built from an independent upfirdn2d oracle; gradients; validation."""
 
-import sys
-import types
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,23 +67,10 @@ def conv2d_resample_oracle(x, w, f=None, up=1, down=1, padding=0, groups=1, flip
 
 
 def ensure_upfirdn2d():
-    """The real ilsgan.ops.upfirdn2d if present, else a shim module with the oracle (while it is written)."""
-    try:
-        import ilsgan.ops.upfirdn2d as mod  # noqa: F401
+    """Import the real ilsgan.ops.upfirdn2d (conv2d_resample's FIR steps run on it)."""
+    import ilsgan.ops.upfirdn2d  # noqa: F401
 
-        return True
-    except ImportError:
-        from ilsgan.ops._dispatch import OpSpec
-
-        shim = types.ModuleType("ilsgan.ops.upfirdn2d")
-        shim.SPEC = OpSpec("upfirdn2d_shim", ("ref",))
-
-        def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="auto", strict=None):
-            return upfirdn2d_oracle(x, f, up, down, padding, flip_filter, gain)
-
-        shim.upfirdn2d = upfirdn2d
-        sys.modules["ilsgan.ops.upfirdn2d"] = shim
-        return False
+    return True
 
 
 def make_filter(taps=(1, 3, 3, 1), ndim=2):

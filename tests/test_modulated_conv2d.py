@@ -119,10 +119,10 @@ def test_fast_matches_ref_float64(backend, case):
         g = torch.Generator().manual_seed(case)
         dy = torch.randn(y0.shape, generator=g, dtype=torch.float64).to(device)
         want = _run(modulated_conv2d, args, opts, dy, impl="ref", fused_modconv=False)
-        for fused in ((False, True) if li == 0 else (False,)):
+        for fused in ((False, True, None) if li == 0 else (False, None)):
             got = _run(modulated_conv2d, args, opts, dy, impl=backend, fused_modconv=fused)
             _assert_same(got, want, 1e-10, 1e-10, f"{backend} case {case} {layout} fused={fused}")
-            if layout == "channels_last" and not fused:
+            if layout == "channels_last" and fused is not True:
                 assert got[0].is_contiguous(memory_format=torch.channels_last), "channels_last lost"
 
 
@@ -259,3 +259,24 @@ def test_compile_fullgraph_cpu_backend():
     y0 = modulated_conv2d(**args, **opts, impl="ref")
     torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-5)
     assert all(v.grad is not None for v in leaves.values())
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_fast_one_pixel_output_and_noise_kinds(backend):
+    # 1x1 outputs: NCHW and channels_last strides are both "contiguous"; full [N,O] and [1,O] noise
+    device = require_backend(SPEC, backend)
+    g = torch.Generator().manual_seed(4)
+    for layout in ("contig", "channels_last"):
+        for noise_shape in ((2, 1, 1, 1), (2, 3, 1, 1), (1, 3, 1, 1)):
+            x = torch.randn(2, 4, 3, 3, generator=g, dtype=torch.float64).to(device)
+            if layout == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            args = dict(x=x, weight=torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64).to(device),
+                        styles=torch.randn(2, 4, generator=g, dtype=torch.float64).to(device),
+                        noise=torch.randn(noise_shape, generator=g, dtype=torch.float64).to(device),
+                        bias=torch.randn(3, generator=g, dtype=torch.float64).to(device))
+            opts = dict(act="lrelu", clamp=1.0)
+            dy = torch.randn(2, 3, 1, 1, generator=g, dtype=torch.float64).to(device)
+            want = _run(modulated_conv2d, args, opts, dy, impl="ref")
+            got = _run(modulated_conv2d, args, opts, dy, impl=backend)
+            _assert_same(got, want, 1e-10, 1e-10, f"{backend} 1x1 {layout} noise {noise_shape}")

@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <tuple>
 
@@ -58,23 +59,25 @@ struct EpiParams {
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
-template <typename T, int NMODE, bool CL>
+template <typename T, int NMODE, bool CL, typename I>
 __global__ void epi_fwd_kernel(const T* __restrict__ z, const typename Acc<T>::type* __restrict__ d,
                                const typename Acc<T>::type* __restrict__ nz,
                                const typename Acc<T>::type* __restrict__ b, T* __restrict__ y, EpiParams prm) {
+  // I: index type, uint32_t when every index fits (cheap div/mod), else int64_t.
   using A = typename Acc<T>::type;
   const A alpha = A(prm.alpha), gain = A(prm.gain), cl = A(prm.clamp);
-  const int64_t O = prm.O, HW = prm.HW, total = prm.N * O * HW;
-  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-    int64_t o, p, n;
+  const I O = (I)prm.O, HW = (I)prm.HW, total = (I)(prm.N * prm.O * prm.HW);
+  const I stride = (I)gridDim.x * (I)blockDim.x;
+  for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < total; e += stride) {
+    I o, p, n;
     if (CL) {
       o = e % O;
-      const int64_t t = e / O;
+      const I t = e / O;
       p = t % HW;
       n = t / HW;
     } else {
       p = e % HW;
-      const int64_t t = e / HW;
+      const I t = e / HW;
       o = t % O;
       n = t / O;
     }
@@ -369,8 +372,13 @@ at::Tensor modconv_epilogue_fwd(const at::Tensor& z, const c10::optional<at::Ten
     auto launch = [&](auto mode_tag, auto cl_tag) {
       constexpr int NM = decltype(mode_tag)::value;
       constexpr bool CL = decltype(cl_tag)::value;
-      epi_fwd_kernel<scalar_t, NM, CL><<<blocks, threads, 0, stream>>>(
-          z.data_ptr<scalar_t>(), r.d.data_ptr<A>(), nzp, r.b.data_ptr<A>(), y.data_ptr<scalar_t>(), prm);
+      if (total + (int64_t)threads * blocks < (int64_t)UINT32_MAX) {
+        epi_fwd_kernel<scalar_t, NM, CL, uint32_t><<<blocks, threads, 0, stream>>>(
+            z.data_ptr<scalar_t>(), r.d.data_ptr<A>(), nzp, r.b.data_ptr<A>(), y.data_ptr<scalar_t>(), prm);
+      } else {
+        epi_fwd_kernel<scalar_t, NM, CL, int64_t><<<blocks, threads, 0, stream>>>(
+            z.data_ptr<scalar_t>(), r.d.data_ptr<A>(), nzp, r.b.data_ptr<A>(), y.data_ptr<scalar_t>(), prm);
+      }
     };
     auto by_layout = [&](auto mode_tag) {
       if (r.cl) launch(mode_tag, std::true_type());
