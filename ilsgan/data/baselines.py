@@ -8,6 +8,7 @@ Every method maps one RGB image (uint8 ``[H, W, 3]``) to a boolean foreground ma
   wide) are summarized by 3-means, dropping clusters holding < 15% of the ring (an object touching
   the border); a pixel's score is its RGB distance to the nearest remaining border colour;
   foreground = score above max(Otsu threshold of the scores, 25) (far from every border colour).
+- ``allfg``: everything foreground, the floor (its IoU is the mean object coverage).
 - ``grabcut`` (only when OpenCV is installed): GrabCut initialized with the rectangle inset by the
   border ring, 5 iterations.
 
@@ -140,13 +141,18 @@ def grabcut(img: np.ndarray) -> np.ndarray:
     return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 
 
+def allfg(img: np.ndarray) -> np.ndarray:
+    """Everything is foreground: the floor any method must beat (IoU = mean object coverage)."""
+    return np.ones(img.shape[:2], bool)
+
+
 METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "otsu": otsu, "kmeans": kmeans, "border": border, "grabcut": grabcut,
+    "otsu": otsu, "kmeans": kmeans, "border": border, "grabcut": grabcut, "allfg": allfg,
 }
 
 
 def available_methods() -> list[str]:
-    out = ["otsu", "kmeans", "border"]
+    out = ["allfg", "otsu", "kmeans", "border"]
     try:
         import cv2  # noqa: F401
 
