@@ -1,0 +1,204 @@
+"""Adversarial losses of ILSGAN (ILSGAN.md §3, §5): non-saturating logistic G/D losses, the R1
+penalty (lazy), the perturbed composition the discriminator sees, and :class:`ILSGANLoss`, which runs
+the three training phases (``"Gmain"``, ``"Dmain"``, ``"Dreg"``) and accumulates gradients.
+
+Per-sample functions return ``[N]`` tensors; callers take the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .ils import ils_loss, ils_sigma
+from .mask import mask_loss
+
+__all__ = ["g_nonsaturating_loss", "d_logistic_loss", "r1_penalty", "random_shift", "perturbed_composite",
+           "LossWeights", "ILSGANLoss"]
+
+
+def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:
+    """``softplus(-D(fake))`` per sample ``[N]``."""
+    return F.softplus(-fake_logits).flatten(1).sum(1)
+
+
+def d_logistic_loss(real_logits: Optional[Tensor] = None, fake_logits: Optional[Tensor] = None) -> Tensor:
+    """``softplus(D(fake)) + softplus(-D(real))`` per sample ``[N]`` (either term may be omitted)."""
+    out = 0
+    if fake_logits is not None:
+        out = out + F.softplus(fake_logits).flatten(1).sum(1)
+    if real_logits is not None:
+        out = out + F.softplus(-real_logits).flatten(1).sum(1)
+    if not torch.is_tensor(out):
+        raise ValueError("d_logistic_loss: give real_logits and/or fake_logits")
+    return out
+
+
+def r1_penalty(real_logits: Tensor, real_img: Tensor, gamma: float) -> Tensor:
+    """``(gamma / 2) * ||d sum(D(x)) / dx||^2`` per sample ``[N]``; ``real_img`` must require grad and
+    ``real_logits`` be computed from it. The graph is kept (``create_graph=True``) so the penalty can be
+    back-propagated into D's parameters (second-order gradients through every op of D)."""
+    (grad,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img], create_graph=True,
+                                  only_inputs=True)
+    return grad.square().flatten(1).sum(1) * (gamma / 2)
+
+
+def random_shift(n: int, resolution: int, shift_max: float, device, generator: Optional[torch.Generator] = None
+                 ) -> Tensor:
+    """Integer shifts ``[n, 2]`` (int64): ``round(u * shift_max * W)``, ``u ~ U[-1, 1]^2`` (ILSGAN.md §3)."""
+    u = torch.rand([n, 2], device=device, generator=generator) * 2 - 1
+    return torch.round(u * (shift_max * resolution)).to(torch.int64)
+
+
+def perturbed_composite(fg: Tensor, bg: Tensor, mask: Tensor, shift_max: float, impl: str = "auto"):
+    """``(x_T, m_T)``: f and m translated by :func:`random_shift`, b not moved (``shift_max=0`` gives
+    the plain composite and the unshifted mask)."""
+    from ilsgan.ops import composite
+    if shift_max <= 0:
+        return composite(fg, bg, mask, impl=impl), mask
+    shift = random_shift(fg.shape[0], fg.shape[-1], shift_max, fg.device)
+    return composite(fg, bg, mask, shift=shift, impl=impl)
+
+
+@dataclass
+class LossWeights:
+    """Loss configuration (defaults: the paper's; see ILSGAN.md §5).
+
+    ``r1_gamma``: R1 weight γ. ``D_reg_interval``: lazy R1 every k iterations, scaled by k (None/0 = R1
+    in every D step together with the main loss). ``w_bin``/``w_area``/``area_min``: mask priors on the
+    perturbed mask; ``area_mirror`` adds ``relu(area_min - (1 - mean m))`` (the release does when the
+    perturbation is off: ``None`` = automatic). ``ils``: the independence term on/off (ablation);
+    ``w_ils`` scales the σ schedule ``ils_sigma`` = (before, after) ``ils_sigma_kimg``.
+    ``shift_max``: perturbation range (fraction of the width; 0 = off).
+    """
+    r1_gamma: float = 0.0256
+    D_reg_interval: Optional[int] = 16
+    w_adv: float = 1.0
+    w_bin: float = 2.0
+    w_area: float = 2.0
+    area_min: float = 0.25
+    area_mirror: Optional[bool] = None
+    ils: bool = True
+    w_ils: float = 1.0
+    ils_sigma: tuple = (0.2, 1.0)
+    ils_sigma_kimg: float = 400.0
+    ils_distribution: str = "laplace"
+    shift_max: float = 0.125
+
+    def sigma(self, kimg: float) -> float:
+        early, late = self.ils_sigma
+        return self.w_ils * ils_sigma(kimg, self.ils_sigma_kimg, early, late)
+
+
+class ILSGANLoss:
+    """The ILSGAN objective as training phases (StyleGAN2-ADA style).
+
+    ``accumulate_gradients(phase, real_img, gen_z, gain, cur_nimg)`` runs one phase and calls
+    ``backward`` on its loss times ``gain``; it returns a dict of detached scalar statistics.
+
+    - ``"Gmain"``: G layers → perturbed composite → ``D(A(x_T))``;
+      ``mean_n[w_adv·softplus(-logit) + w_bin·L_bin(m_T) + w_area·L_area(m_T)] + L_ILS(f, b, m)``.
+    - ``"Dmain"``: ``mean softplus(D(A(x_T)))`` with G run without gradients, plus
+      ``mean softplus(-D(A(x_real)))``; real logits feed ``ada_stats`` (callable) if given.
+    - ``"Dreg"``: ``mean (γ/2)·‖∇ D(A(x_real))‖²`` (lazy R1; ``gain`` = the interval).
+    - ``"Dboth"``: Dmain + R1 in one pass (no lazy regularization).
+    """
+
+    def __init__(self, G, D, augment_pipe=None, weights: Optional[LossWeights] = None, impl: str = "auto",
+                 ada_stats: Optional[Callable[[Tensor], None]] = None):
+        self.G = G
+        self.D = D
+        self.augment_pipe = augment_pipe
+        self.w = weights or LossWeights()
+        self.impl = impl
+        self.ada_stats = ada_stats
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _layers(self, z: Tensor) -> Dict[str, Tensor]:
+        G = self.G
+        mod = G.module if hasattr(G, "module") else G
+        return mod.layers(z)
+
+    def run_D(self, img: Tensor) -> Tensor:
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.D(img)
+
+    def _mask_mirror(self) -> bool:
+        return self.w.area_mirror if self.w.area_mirror is not None else self.w.shift_max <= 0
+
+    # -- phases --------------------------------------------------------------------------------
+    def accumulate_gradients(self, phase: str, real_img: Tensor, gen_z: Tensor, gain: float = 1.0,
+                             cur_nimg: int = 0) -> Dict[str, Tensor]:
+        if phase not in ("Gmain", "Dmain", "Dreg", "Dboth"):
+            raise ValueError(f"ILSGANLoss: unknown phase {phase!r}")
+        w = self.w
+        stats: Dict[str, Tensor] = {}
+
+        if phase == "Gmain":
+            layers = self._layers(gen_z)
+            fg, bg, m = layers["fg"], layers["bg"], layers["mask"]
+            x_T, m_T = perturbed_composite(fg, bg, m, w.shift_max, impl=self.impl)
+            logits = self.run_D(x_T)
+            adv = g_nonsaturating_loss(logits)
+            per_sample = w.w_adv * adv
+            if w.w_bin or w.w_area:
+                per_sample = per_sample + mask_loss(m_T, bin_weight=w.w_bin, area_weight=w.w_area,
+                                                    min_area=w.area_min, mirror=self._mask_mirror(),
+                                                    impl=self.impl)
+            loss = per_sample.mean()
+            if w.ils and w.w_ils:
+                sigma = w.sigma(cur_nimg / 1000)
+                l_ils = ils_loss(fg, bg, m, sigma, distribution=w.ils_distribution, impl=self.impl)
+                loss = loss + l_ils
+                stats["Loss/ILS"] = l_ils.detach()
+                stats["Loss/ILS_sigma"] = torch.tensor(sigma)
+            (loss * gain).backward()
+            md = m.detach()
+            area = md.flatten(1).mean(1)
+            stats.update({
+                "Loss/G/adv": adv.detach().mean(),
+                "Loss/G/total": loss.detach(),
+                "Loss/scores/fake": logits.detach().mean(),
+                "Mask/area": area.mean(),
+                "Mask/area_perturbed": m_T.detach().flatten(1).mean(1).mean(),
+                "Mask/binarized": (torch.minimum(md, 1 - md) < 0.1).float().mean(),
+                "Mask/collapsed_fg": (area > 0.99).float().mean(),
+                "Mask/collapsed_bg": (area < 0.01).float().mean(),
+                "Mask/L_bin": torch.minimum(m_T.detach(), 1 - m_T.detach()).flatten(1).mean(1).mean(),
+            })
+            return stats
+
+        loss = 0
+        if phase in ("Dmain", "Dboth"):
+            with torch.no_grad():
+                layers = self._layers(gen_z)
+                x_T, _ = perturbed_composite(layers["fg"], layers["bg"], layers["mask"], w.shift_max,
+                                             impl=self.impl)
+            fake_logits = self.run_D(x_T.detach())
+            loss_fake = F.softplus(fake_logits).flatten(1).sum(1)
+            stats["Loss/D/fake"] = loss_fake.detach().mean()
+            loss = loss + loss_fake.mean()
+
+        real = real_img.detach().requires_grad_(phase in ("Dreg", "Dboth"))
+        real_logits = self.run_D(real)
+        if self.ada_stats is not None and phase in ("Dmain", "Dboth"):
+            self.ada_stats(real_logits)
+        if phase in ("Dmain", "Dboth"):
+            loss_real = F.softplus(-real_logits).flatten(1).sum(1)
+            stats["Loss/D/real"] = loss_real.detach().mean()
+            stats["Loss/scores/real"] = real_logits.detach().mean()
+            stats["Loss/signs/real"] = real_logits.detach().sign().mean()
+            loss = loss + loss_real.mean()
+        if phase in ("Dreg", "Dboth"):
+            pen = r1_penalty(real_logits, real, w.r1_gamma)
+            stats["Loss/r1_penalty"] = (pen.detach() / max(w.r1_gamma / 2, 1e-30)).mean()
+            stats["Loss/D/reg"] = pen.detach().mean()
+            # real_logits * 0 keeps every D parameter in the graph (DDP-style gradient sync safety)
+            loss = loss + pen.mean() + real_logits.sum() * 0
+        (loss * gain).backward()
+        return stats

@@ -1,0 +1,408 @@
+"""``python -m ilsgan.train``: train ILSGAN.
+
+With no arguments: the ``quick`` preset on the built-in ``synthetic:easy`` data at 32x32 for 3 kimg
+into ``./runs/<timestamp>/`` (a demo sized to finish in about 15 minutes on a 2-core CPU). The paper's
+settings: ``--preset paper64`` / ``--preset paper128`` with ``--data PATH``.
+Multi-GPU: ``torchrun --nproc_per_node=K -m ilsgan.train ...`` (``--batch`` is the global batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+__all__ = ["main", "build_parser", "resolve_config", "DEMO_DEFAULTS"]
+
+# What `python -m ilsgan.train` with no arguments does (see the module docstring / README for why).
+DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=3.0, snap=0.5)
+
+
+class UsageError(Exception):
+    """A bad option value or an unusable input/output (printed without a traceback, exit code 2)."""
+
+
+def _positive_float(name):
+    def conv(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}")
+        if not (v > 0) or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {s!r}")
+        return v
+    return conv
+
+
+def _nonneg_float(name):
+    def conv(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}")
+        if not (v >= 0) or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {s!r}")
+        return v
+    return conv
+
+
+def _positive_int(name):
+    def conv(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}")
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {s!r}")
+        return v
+    return conv
+
+
+def _nonneg_int(name):
+    def conv(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}")
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {s!r}")
+        return v
+    return conv
+
+
+def _resolution(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resolution must be an integer, got {s!r}")
+    if v < 8 or v & (v - 1):
+        raise argparse.ArgumentTypeError(f"--resolution must be a power of two >= 8, got {s!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .networks import PRESETS
+    p = argparse.ArgumentParser(
+        prog="python -m ilsgan.train",
+        description="Train ILSGAN (layered GAN for unsupervised foreground/background segmentation). "
+                    "With no arguments: a ~15-minute CPU demo (preset 'quick' at 32x32 on synthetic:easy, "
+                    "3 kimg) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
+                    "foreground, background, mask, masked foreground), reals.png, log.jsonl, plot.png, "
+                    "config.json and checkpoint-*.pt / checkpoint-latest.pt. Multi-GPU: "
+                    "torchrun --nproc_per_node=K -m ilsgan.train ... . Ctrl-C (SIGINT) or SIGTERM saves "
+                    "checkpoint-latest.pt and exits; continue with --resume latest.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data and output")
+    g.add_argument("--data", default=None,
+                   help="training images: 'synthetic', 'synthetic:easy|medium|hard' (built-in, rendered on the fly), "
+                        "a folder of images (searched recursively) or a .zip of images "
+                        f"[no-argument demo: {DEMO_DEFAULTS['data']}; otherwise synthetic:medium]")
+    g.add_argument("--crop", choices=("center", "none", "box"), default=None,
+                   help="folders/zips: 'center' square crop (default), 'none' (resize whole image), 'box' (1.5x "
+                        "object box from boxes.txt)")
+    g.add_argument("--outdir", default="runs", help="parent directory of the run directories")
+    g.add_argument("--name", default=None,
+                   help="run directory name under --outdir (default: a timestamp, or the resumed run's directory)")
+    g.add_argument("--workers", type=_nonneg_int("--workers"), default=0,
+                   help="DataLoader worker processes (0 = load in the main process)")
+    g = p.add_argument_group("model and schedule")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help=f"network + training preset [no-argument demo: {DEMO_DEFAULTS['preset']}; otherwise quick]")
+    g.add_argument("--resolution", type=_resolution, default=None,
+                   help="training resolution (power of two >= 8) [default: the preset's; demo: 32]")
+    g.add_argument("--batch", type=_positive_int("--batch"), default=None,
+                   help="global batch size (split over torchrun processes) [default: the preset's]")
+    g.add_argument("--kimg", type=_positive_float("--kimg"), default=None,
+                   help="training length in thousands of real images shown [default: the preset's; demo: 3]")
+    g.add_argument("--snap", type=_positive_float("--snap"), default=None,
+                   help="snapshot (grid, plot, checkpoint) interval in kimg [default: the preset's; demo: 0.5]")
+    g.add_argument("--tick", type=_positive_float("--tick"), default=None,
+                   help="log (JSONL, progress bar) interval in kimg [default: min(4, snap/8)]")
+    g.add_argument("--max-iters", type=_positive_int("--max-iters"), default=None,
+                   help="stop after this many iterations in total (for tests and benchmarks)")
+    g.add_argument("--seed", type=_nonneg_int("--seed"), default=0, help="random seed (weights, latents, data order)")
+    g.add_argument("--resume", default=None,
+                   help="continue from a checkpoint file, a run directory, or 'latest' (the newest checkpoint "
+                        "under --outdir); the run continues exactly where it stopped")
+    g.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any preset key (e.g. --cfg channel_base=1024 --cfg augment=None); repeatable")
+    g = p.add_argument_group("losses")
+    g.add_argument("--ils", choices=("on", "off"), default=None,
+                   help="the independence (ILS) term; 'off' = the no-independence ablation [default: on]")
+    g.add_argument("--w-ils", type=_nonneg_float("--w-ils"), default=None,
+                   help="multiplier of the ILS sigma schedule (0.2 until --ils-switch-kimg, then 1.0) [1]")
+    g.add_argument("--ils-switch-kimg", type=_nonneg_float("--ils-switch-kimg"), default=None,
+                   help="kimg at which the ILS sigma goes from 0.2 to 1.0 [preset: 400 paper, 4 quick]")
+    g.add_argument("--ils-dist", choices=("laplace", "gaussian"), default=None,
+                   help="ILS conditional distribution [laplace]")
+    g.add_argument("--w-bin", type=_nonneg_float("--w-bin"), default=None, help="mask binarization weight [2]")
+    g.add_argument("--w-area", type=_nonneg_float("--w-area"), default=None, help="mask area prior weight [2]")
+    g.add_argument("--area-min", type=_nonneg_float("--area-min"), default=None,
+                   help="minimum mean mask area of the area prior [0.25]")
+    g.add_argument("--r1-gamma", type=_nonneg_float("--r1-gamma"), default=None,
+                   help="R1 weight gamma [0.0002*R^2/batch: 0.0256 at 64px, batch 32]")
+    g.add_argument("--shift", type=_nonneg_float("--shift"), default=None,
+                   help="perturbed composition: max shift as a fraction of the width (0 = off) [0.125]")
+    g.add_argument("--aug", choices=("ada", "noaug"), default=None,
+                   help="'ada' = adaptive bgc augmentation (target 0.6); 'noaug' = off [ada]")
+    g.add_argument("--glr", type=_positive_float("--glr"), default=None, help="G learning rate [preset]")
+    g.add_argument("--dlr", type=_positive_float("--dlr"), default=None, help="D learning rate [preset]")
+    g.add_argument("--nan-guard", choices=("replace", "skip"), default="replace",
+                   help="non-finite gradients: 'replace' (NaN->0, Inf->±1e5, as the release) or 'skip' the step; "
+                        "both are counted in the log")
+    g = p.add_argument_group("execution")
+    g.add_argument("--device", default=None,
+                   help="'cpu', 'cuda' or 'cuda:N' [cuda if available, else cpu]")
+    g.add_argument("--impl", choices=("auto", "ref", "cpu", "cuda", "triton"), default="auto",
+                   help="op backend for every op (forcing one that cannot run is an error)")
+    g.add_argument("--threads", type=_positive_int("--threads"), default=None,
+                   help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
+    return p
+
+
+def _parse_value(s: str):
+    if s in ("None", "none", "null"):
+        return None
+    if s.lower() in ("true", "false"):
+        return s.lower() == "true"
+    try:
+        return ast.literal_eval(s)
+    except (ValueError, SyntaxError):
+        return s
+
+
+def resolve_config(args: argparse.Namespace, demo: bool) -> Dict[str, Any]:
+    """Preset + explicit options -> the full config dict (validated)."""
+    from .networks import get_preset
+    preset = args.preset or (DEMO_DEFAULTS["preset"] if demo else "quick")
+    cfg = get_preset(preset)
+    if demo:
+        cfg.update(resolution=DEMO_DEFAULTS["resolution"], kimg=DEMO_DEFAULTS["kimg"],
+                   snap_kimg=DEMO_DEFAULTS["snap"])
+    for item in args.cfg:
+        if "=" not in item:
+            raise UsageError(f"--cfg expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if k not in cfg and k not in ("tick_kimg", "crop", "lambda_ils", "lambda_adv", "area_mirror"):
+            raise UsageError(f"--cfg: unknown key {k!r}; known keys: {', '.join(sorted(cfg))}")
+        cfg[k] = _parse_value(v)
+    simple = {"resolution": "resolution", "batch": "batch", "kimg": "kimg", "snap": "snap_kimg", "tick": "tick_kimg",
+              "w_ils": "lambda_ils", "ils_switch_kimg": "ils_sigma_kimg", "ils_dist": "ils_distribution",
+              "w_bin": "lambda_bin", "w_area": "lambda_area", "area_min": "area_min", "r1_gamma": "gamma",
+              "shift": "shift_max", "glr": "G_lr", "dlr": "D_lr", "crop": "crop"}
+    for a, k in simple.items():
+        v = getattr(args, a)
+        if v is not None:
+            cfg[k] = v
+    if args.ils is not None:
+        cfg["ils"] = args.ils == "on"
+    if args.aug is not None:
+        cfg["augment"] = "bgc" if args.aug == "ada" else None
+    cfg.setdefault("lambda_ils", 1.0)
+    cfg["name"] = preset
+    # validation of values that may come from --cfg
+    r = cfg["resolution"]
+    if not isinstance(r, int) or r < 8 or r & (r - 1):
+        raise UsageError(f"resolution must be a power of two >= 8, got {r!r}")
+    if not isinstance(cfg["batch"], int) or cfg["batch"] < 1:
+        raise UsageError(f"batch must be a positive integer, got {cfg['batch']!r}")
+    if cfg.get("area_min", 0) > 1:
+        raise UsageError(f"--area-min must be <= 1, got {cfg['area_min']}")
+    if cfg.get("shift_max", 0) > 1:
+        raise UsageError(f"--shift must be <= 1 (a fraction of the width), got {cfg['shift_max']}")
+    return cfg
+
+
+def _explicit(argv: List[str]) -> bool:
+    """True when the user gave no option at all (the demo run)."""
+    return len(argv) == 0
+
+
+def _check_outdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output directory {str(path)!r}: {e.strerror or e}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {str(path)!r} is not writable")
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"output directory {str(path)!r} is not writable: {e.strerror or e}")
+
+
+def _backend_summary(device: str, impl: str) -> str:
+    from .ops import backend_info, load_all_ops
+    load_all_ops()
+    info = backend_info()
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"
+    lines = [f"op backends on {dev} (--impl {impl}):"]
+    for op in sorted(info):
+        d = info[op].get(dev, {})
+        chosen = d.get("auto", "?") if impl == "auto" else f"{impl} (forced)"
+        lines.append(f"  {op:18s} {chosen}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, demo=_explicit(argv))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, demo: bool) -> int:
+    import torch
+    from . import checkpoints as ck
+    from .data import DatasetError, open_dataset
+    from .training import StopRequest, training_loop
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device: unknown device {device!r} (use cpu, cuda or cuda:N)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but CUDA is not available in this torch build/machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda[:N], got {device!r}")
+
+    cfg = resolve_config(args, demo)
+    data = args.data or (DEMO_DEFAULTS["data"] if demo else "synthetic:medium")
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+
+    # resume: which checkpoint, which run directory, and the config it was trained with
+    outdir = Path(args.outdir).expanduser()
+    resume_path = None
+    if args.resume is not None:
+        if args.resume == "latest":
+            resume_path = ck.find_latest(outdir)
+            if resume_path is None:
+                raise UsageError(f"--resume latest: no checkpoint-*.pt found under {str(outdir)!r}")
+        else:
+            resume_path = Path(args.resume).expanduser()
+            if resume_path.is_dir():
+                found = ck.find_latest(resume_path)
+                if found is None:
+                    raise UsageError(f"--resume: no checkpoint-*.pt in directory {str(resume_path)!r}")
+                resume_path = found
+        try:
+            saved = ck.load_checkpoint(resume_path)
+        except ck.CheckpointError as e:
+            raise UsageError(f"--resume: {e}")
+        saved_cfg = dict(saved["config"])
+        if args.preset is None and not args.cfg and args.resolution is None:
+            # continue with the checkpoint's config; explicit options change only what they name
+            explicit_cfg = resolve_config(args, demo=False)
+            base = dict(saved_cfg)
+            defaults = resolve_config(build_parser().parse_args([]), demo=False)
+            for k, v in explicit_cfg.items():
+                if k in defaults and defaults[k] != v:
+                    base[k] = v
+            cfg = base
+        try:
+            ck.check_config_compatible(saved_cfg, cfg, where=f"checkpoint {str(resume_path)!r}")
+        except ck.CheckpointError as e:
+            raise UsageError(str(e))
+        if args.data is None and saved.get("meta", {}).get("data"):
+            data = saved["meta"]["data"]
+        del saved
+
+    if resume_path is not None and args.name is None:
+        run_dir = resume_path.parent
+    else:
+        name = args.name or time.strftime("%Y%m%d-%H%M%S")
+        run_dir = outdir / name
+        if rank == 0 and args.name is None and run_dir.exists():
+            run_dir = outdir / f"{name}-{os.getpid()}"
+    if rank == 0:
+        _check_outdir(run_dir)
+
+    try:
+        dataset = open_dataset(data, cfg["resolution"], split="train", seed=args.seed,
+                               crop=cfg.get("crop", "center") or "center")
+        if len(dataset) == 0:
+            raise DatasetError(f"dataset {data!r} contains no images")
+    except DatasetError as e:
+        raise UsageError(f"--data: {e}")
+
+    if rank == 0:
+        print(f"ilsgan.train: preset {cfg['name']}, {cfg['resolution']}x{cfg['resolution']}, batch {cfg['batch']}"
+              f"{f' ({world} processes)' if world > 1 else ''}, {cfg['kimg']} kimg, data "
+              f"{getattr(dataset, 'description', data)}, device {dev}, seed {args.seed}, "
+              f"ILS {'on' if cfg['ils'] else 'off'}, augment {cfg.get('augment') or 'off'}")
+        if demo:
+            print("no arguments given: running the CPU demo (see --help for the options and the paper presets)")
+        print(_backend_summary(str(dev), args.impl))
+        print(f"output: {run_dir}")
+        sys.stdout.flush()
+
+    stop = StopRequest()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = training_loop(cfg, run_dir, data=data, device=str(dev), impl=args.impl, seed=args.seed,
+                               resume=resume_path, workers=args.workers, max_iters=args.max_iters,
+                               progress=not args.no_progress, tensorboard=not args.no_tensorboard,
+                               nan_guard=args.nan_guard, stop=stop, dataset=dataset)
+    except ck.CheckpointError as e:
+        raise UsageError(f"--resume: {e}")
+    except KeyboardInterrupt:
+        print("interrupted twice: exiting without a checkpoint", file=sys.stderr)
+        return 130
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    dist_info = result["dist"]
+    if dist_info.is_main:
+        snap = result["snapshot"]
+        rec = result["last_record"]
+        if result["status"] == "interrupted":
+            print(f"\nstopped by signal {result['signal']} at {result['cur_nimg'] / 1000:.3f} kimg "
+                  f"(iteration {result['iteration']}); checkpoint saved: {snap.get('checkpoint')}")
+            print(f"continue with: python -m ilsgan.train --resume {snap.get('checkpoint')}")
+        else:
+            print(f"\ndone: {result['cur_nimg'] / 1000:.3f} kimg in {result['iteration']} iterations, "
+                  f"{result['seconds']:.0f} s")
+        if rec:
+            print(f"last tick: G adv {rec.get('Loss/G/adv', float('nan')):.3f}, "
+                  f"D {rec.get('Loss/D/real', float('nan')) + rec.get('Loss/D/fake', float('nan')):.3f}, "
+                  f"mask area {rec.get('Mask/area', float('nan')):.3f}, "
+                  f"binarized {rec.get('Mask/binarized', float('nan')):.3f}, augment p "
+                  f"{rec.get('Progress/augment_p', 0):.3f}")
+        print(f"results in {run_dir}/:")
+        if snap.get("grid"):
+            print(f"  image grid : {snap['grid']}  (rows: composite, foreground, background, mask, masked fg)")
+        print(f"  reals      : {run_dir / 'reals.png'}")
+        print(f"  log        : {run_dir / 'log.jsonl'}")
+        if snap.get("plot"):
+            print(f"  plot       : {snap['plot']}")
+        print(f"  checkpoint : {snap.get('checkpoint', run_dir / 'checkpoint-latest.pt')}")
+        if sum(result["nan_events"].values()):
+            print(f"  non-finite gradient events: {result['nan_events']}")
+    if dist_info.enabled:
+        from .training import distributed as dd
+        dd.cleanup()
+    if result["status"] == "interrupted":
+        return 128 + int(result["signal"] or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
