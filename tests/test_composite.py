@@ -89,8 +89,9 @@ def test_gradcheck(backend, shifted):
     shift = torch.tensor([[1, -2], [-3, 1]], device=device) if shifted else None
     inputs = [t.requires_grad_() for t in (f, b, m)]
     fn = lambda f, b, m: composite(f, b, m, shift, impl=backend)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, inputs)
-    assert torch.autograd.gradgradcheck(fn, inputs)
+    fast = backend == "triton" and device.type == "cpu"  # the interpreter is slow: fast-mode checks
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=fast)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=fast)
 
 
 @pytest.mark.parametrize("backend", FAST)

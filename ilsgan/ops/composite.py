@@ -282,7 +282,10 @@ def composite(
         return _composite_ref(f, b, m, shift)
     channels_last = f.dim() == 4 and not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last)
     fc, bc, mc = _as_nchw(f), _as_nchw(b), _as_nchw(m)
-    sc = shift.to(torch.long).contiguous() if shift is not None else None
+    sc = None
+    if shift is not None:  # clamping changes nothing (|t| >= size shifts everything out) but bounds offsets
+        lim = max(f.shape[2], f.shape[3])
+        sc = shift.to(torch.long).clamp(-lim, lim).contiguous()
     out, ms = _composite_op(fc, bc, mc, sc, backend)
     if channels_last:
         out = out.contiguous(memory_format=torch.channels_last)
