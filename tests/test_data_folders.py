@@ -1,5 +1,6 @@
 """Image folders / zips / image+mask folders, crops, errors, the synthetic CLI."""
 
+import io
 import zipfile
 
 import numpy as np
@@ -151,3 +152,17 @@ def test_cli_synthetic_layout(tmp_path, capsys):
     assert np.array_equal(img.permute(1, 2, 0).numpy(), s.image) and np.array_equal(mask[0].numpy(), s.mask)
     assert main(["baselines", "--images", str(tmp_path / "nope"), "--masks", str(out / "masks")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_truncated_image_skipped_at_access(tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    _img(40, 40, 0).save(d / "a.png")
+    b = io.BytesIO()
+    _img(64, 64, 1).save(b, format="JPEG")
+    (d / "b.jpg").write_bytes(b.getvalue()[: len(b.getvalue()) // 3])  # valid header, truncated data
+    ds = open_dataset(d, 8)
+    assert len(ds) == 2
+    with pytest.warns(UserWarning, match="b.jpg"):
+        x = ds[1]  # falls back to the next readable image
+    assert torch.equal(x, ds[0]) and ds.num_skipped == 1

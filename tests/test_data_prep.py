@@ -112,6 +112,7 @@ def test_prep_cub_split_file_center_zip(tmp_path):
                  str(tmp_path / "train_val_test_split.txt"), "--resolution", str(R), "--framing", "center",
                  "--zip"]) == 0
     ds = open_image_mask_folder(out / "images.zip", out / "masks")
+    assert open_image_mask_folder(out).names == ds.names
     assert ds.names == ["003.Bird_3/Bird_3_0003_103", "004.Bird_4/Bird_4_0004_104"]
     # corner box (scene 3, 100x70, box 0,0,40,40): centre square x 15..85 -> object x 15..40
     m = ds[0][1][0].numpy()

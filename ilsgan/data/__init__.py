@@ -68,7 +68,7 @@ def open_image_mask_folder(root_or_images, masks=None, resolution: int | None = 
                            crop: str = "none", verify: str = "header") -> ImageMaskDataset:
     """``(image uint8 [3, R, R], mask bool [1, R, R])`` pairs.
 
-    ``open_image_mask_folder(DIR)`` reads ``DIR/images`` and ``DIR/masks``;
+    ``open_image_mask_folder(DIR)`` reads ``DIR/images`` (or ``DIR/images.zip``) and ``DIR/masks``;
     ``open_image_mask_folder(IMAGES, MASKS)`` takes the two folders (or zips) explicitly. Pairing by
     relative name without extension; a mask pixel is foreground when its gray level is > 127 (alpha
     for RGBA masks). ``resolution=None`` keeps native sizes; otherwise images are resized with LANCZOS
@@ -81,6 +81,8 @@ def open_image_mask_folder(root_or_images, masks=None, resolution: int | None = 
         if not root.exists():
             raise DatasetError(f"image+mask folder does not exist: {root}")
         images, masks = root / "images", root / "masks"
+        if not images.exists() and (root / "images.zip").is_file():
+            images = root / "images.zip"  # written by `prep-* --zip`
         for p, what in ((images, "images"), (masks, "masks")):
             if not p.exists():
                 raise DatasetError(
