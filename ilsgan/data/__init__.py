@@ -4,6 +4,7 @@ preparation of the paper's datasets.
 - :func:`open_dataset` — training images (uint8 ``[3, R, R]``) from ``"synthetic[:tier]"``, a folder
   or a .zip of images.
 - :func:`open_image_mask_folder` — ``(image, mask)`` pairs from ``DIR/images`` + ``DIR/masks``.
+- :func:`write_synthetic` — write synthetic samples as ``OUT/images`` + ``OUT/masks`` PNGs.
 - :class:`DatasetError` — raised for a missing, empty or unreadable dataset (message names the path).
 - ``python -m ilsgan.data --help`` — CLI: ``synthetic``, ``baselines``, ``prep-cub``, ``prep-dogs``,
   ``prep-cars``.
@@ -14,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .folders import DatasetError, ImageFolderDataset, ImageMaskDataset
-from .synthetic import TIERS, SyntheticDataset, render
+from .synthetic import TIERS, SyntheticDataset, render, write_folder as write_synthetic
 
 __all__ = [
     "open_dataset", "open_image_mask_folder", "DatasetError", "SyntheticDataset", "ImageFolderDataset",
-    "ImageMaskDataset", "render", "TIERS", "parse_spec",
+    "ImageMaskDataset", "render", "write_synthetic", "TIERS", "parse_spec",
 ]
 
 

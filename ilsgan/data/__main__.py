@@ -13,27 +13,10 @@ _LAYOUT = "DIR/images/NAME.png + DIR/masks/NAME.png (same names, masks 0/255)"
 
 
 def _cmd_synthetic(a) -> int:
-    import numpy as np
-    from PIL import Image
-    from tqdm import tqdm
+    from .synthetic import write_folder
 
-    from .synthetic import render
-
-    out = Path(a.out)
-    try:
-        (out / "images").mkdir(parents=True, exist_ok=True)
-        (out / "masks").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DatasetError(f"cannot create output folder {out}: {e}") from e
-    for i in tqdm(range(a.start, a.start + a.n), desc=f"synthetic:{a.tier} {a.split}", unit="img"):
-        s = render(i, a.resolution, a.tier, a.split, a.seed)
-        name = f"{a.split}_{i:06d}"
-        Image.fromarray(s.image).save(out / "images" / f"{name}.png")
-        Image.fromarray((s.mask.astype(np.uint8) * 255)).save(out / "masks" / f"{name}.png")
-    info = dict(dataset="synthetic", tier=a.tier, split=a.split, seed=a.seed, resolution=a.resolution,
-                start=a.start, n=a.n)
-    (out / "synthetic.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"wrote {a.n} images and masks to {out}/images and {out}/masks")
+    write_folder(a.out, a.n, a.resolution, a.tier, a.split, a.seed, a.start)
+    print(f"wrote {a.n} images and masks to {a.out}/images and {a.out}/masks")
     return 0
 
 

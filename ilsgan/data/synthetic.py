@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["TIERS", "SPLITS", "Sample", "render", "SyntheticDataset", "parse_tier"]
+__all__ = ["TIERS", "SPLITS", "Sample", "render", "SyntheticDataset", "parse_tier", "write_folder"]
 
 SPLITS = {"train": 0, "test": 1, "val": 2}
 _TIER_CODE = {"easy": 11, "medium": 22, "hard": 33}
@@ -504,3 +504,36 @@ class SyntheticDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"SyntheticDataset({self.description})"
+
+
+def write_folder(out, n: int, resolution: int = 64, tier: str = "medium", split: str = "test", seed: int = 0,
+                 start: int = 0, progress: bool = True) -> list[str]:
+    """Write samples ``start .. start+n-1`` as ``out/images/NAME.png`` + ``out/masks/NAME.png`` (0/255),
+    NAME = ``{split}_{index:06d}``, plus ``out/synthetic.json``; returns the names."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .folders import DatasetError
+
+    tier = parse_tier(tier)
+    if n <= 0:
+        raise ValueError(f"n must be > 0, got {n}")
+    out = Path(out)
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"cannot create output folder {out}: {e}") from e
+    names = []
+    for i in tqdm(range(start, start + n), desc=f"synthetic:{tier} {split}", unit="img", disable=not progress):
+        s = render(i, resolution, tier, split, seed)
+        name = f"{split}_{i:06d}"
+        Image.fromarray(s.image).save(out / "images" / f"{name}.png")
+        Image.fromarray(s.mask.astype(np.uint8) * 255).save(out / "masks" / f"{name}.png")
+        names.append(name)
+    info = dict(dataset="synthetic", tier=tier, split=split, seed=seed, resolution=resolution, start=start, n=n)
+    (out / "synthetic.json").write_text(json.dumps(info, indent=2) + "\n")
+    return names
