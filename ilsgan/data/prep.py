@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
 import tarfile
 import warnings
 import xml.etree.ElementTree as ET
