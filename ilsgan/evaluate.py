@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real images for FID: dataset spec for ilsgan.data.open_dataset (training set; "
                         "default: --images)")
     p.add_argument("--fid-n", type=int, default=10_000, help="generated images for FID/KID (default 10000)")
+    p.add_argument("--fid-real-n", type=int, default=None,
+                   help="use at most this many real images for FID/KID (default: all; 'synthetic' specs: 50000)")
     p.add_argument("--mi", action="store_true", help="MINE layer-independence estimates")
     p.add_argument("--mi-iters", type=int, default=100_000, help="MINE iterations per pair (default 100000)")
     p.add_argument("--mi-samples", type=int, default=2048, help="generated samples pooled for MINE")
@@ -97,12 +99,14 @@ def _real_images_for_fid(args, resolution):
 
     if args.fid_data:
         from .data import open_dataset
-        ds = open_dataset(args.fid_data, resolution, split="train")
+        ds = open_dataset(args.fid_data, resolution, split="train", length=args.fid_real_n)
     else:
         if not args.images:
             raise ValueError("--fid needs real images: pass --fid-data SPEC or --images DIR")
         from .segmentation.protocol import open_test_set
         ds = open_test_set(args.images, args.masks, resolution)
+    if args.fid_real_n is not None and args.fid_real_n < len(ds):
+        ds = torch.utils.data.Subset(ds, range(args.fid_real_n))
     loader = DataLoader(ds, batch_size=args.batch, shuffle=False, num_workers=0)
     for item in loader:
         yield item[0] if isinstance(item, (list, tuple)) else item

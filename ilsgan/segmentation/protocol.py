@@ -238,8 +238,12 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[milestone], gamma=cfg.decay)
     val_every = cfg.val_every or max(1, cfg.unet_iters // 20)
     # training inputs at the UNet resolution (targets too)
-    x_all = _resize_images(_to_unit(images), cfg.unet_resolution) if images.shape[-1] != cfg.unet_resolution else images
-    y_all = _resize_masks(masks, cfg.unet_resolution)
+    x_all, y_all = images, masks.bool()
+    if images.shape[-1] != cfg.unet_resolution:  # resize in chunks, keep uint8 (10k pairs at 128 px)
+        x_all = torch.cat([((_resize_images(_to_unit(images[i:i + 256]), cfg.unet_resolution) + 1) * 127.5)
+                           .round().clamp(0, 255).to(torch.uint8) for i in range(0, images.shape[0], 256)])
+        y_all = torch.cat([_resize_masks(masks[i:i + 256], cfg.unet_resolution)
+                           for i in range(0, masks.shape[0], 256)])
     n = x_all.shape[0]
     best, best_state, best_iter, history = -1.0, None, 0, []
     bar = tqdm(range(1, cfg.unet_iters + 1), desc="training UNet", leave=False)
