@@ -398,3 +398,16 @@ def test_package_exports_any_order():
     for name in ("upsample2d", "downsample2d", "filter2d", "setup_filter", "upfirdn2d"):
         assert callable(getattr(ops, name))
     torch.testing.assert_close(ops.upfirdn2d(x, f, padding=2, impl="ref"), upfirdn2d(x, f, padding=2, impl="ref"))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_opcheck(backend):
+    device = require_backend(SPEC, backend)
+    from ilsgan.ops.upfirdn2d import _upfirdn2d_op
+
+    f = setup_filter([1, 3, 3, 1], device=device)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
+    for args in ((x, f, [2, 2], [1, 1], [2, 1, 2, 1], False, 4.0, backend),
+                 (x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(), f, [1, 1], [2, 2],
+                  [1, 1, 1, 1], True, 1.0, backend)):
+        torch.library.opcheck(_upfirdn2d_op, args)
