@@ -1,0 +1,158 @@
+"""Training-iteration benchmark: seconds per ILSGAN iteration (G main + D main + the lazy R1 step
+amortized over its interval of 16), batch 32, with every op on ``auto`` vs ``ref`` in the same run.
+
+pytest-benchmark (``pytest benchmarks/bench_train.py --benchmark-enable``): groups
+``"train iter <R>px b<N> <preset>"`` (G main + D main) and ``"train Dreg <R>px b<N> <preset>"``
+(one R1 step, runs every 16 iterations), ``extra_info`` ``impl``, ``preset``, ``sec_per_kimg``.
+On CPU: the ``quick`` preset at 64x64. On a GPU: also ``paper64`` and ``paper128``.
+
+Script mode (prints s/iter and sec/kimg, auto vs ref)::
+
+    python benchmarks/bench_train.py [--presets quick] [--impls auto ref] [--batch 32] [--iters 3]
+
+Augmentation p = 0 (the start of training; ADA raises p later, adding its cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import pytest
+import torch
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+PRESETS = ("quick", "paper64", "paper128") if DEVICE.type == "cuda" else ("quick",)
+IMPLS = ("auto", "ref")
+BATCH = 32
+REG_INTERVAL = 16
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class TrainStep:
+    """The loop's phases (same loss code as ``training_loop``) on fixed-size random data."""
+
+    def __init__(self, preset: str, impl: str, batch: int = BATCH, resolution=None, device=DEVICE):
+        from ilsgan.augment import AugmentPipe
+        from ilsgan.losses.gan import ILSGANLoss
+        from ilsgan.networks import build_networks, get_preset
+        from ilsgan.training import lazy_adam_params, loss_weights_from_config
+        cfg = get_preset(preset)
+        cfg["batch"] = batch
+        if resolution:
+            cfg["resolution"] = resolution
+        torch.manual_seed(0)
+        self.cfg = cfg
+        self.G, self.D = build_networks(cfg, impl=impl, device=device)
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(False)
+        pipe = AugmentPipe(cfg["augment"], p=0.0, impl=impl).to(device) if cfg.get("augment") else None
+        self.loss = ILSGANLoss(self.G, self.D, pipe, loss_weights_from_config(cfg), impl=impl)
+        glr, gb = lazy_adam_params(cfg["G_lr"], cfg["betas"], cfg.get("G_reg_interval"))
+        dlr, db = lazy_adam_params(cfg["D_lr"], cfg["betas"], cfg.get("D_reg_interval"))
+        self.G_opt = torch.optim.Adam(self.G.parameters(), lr=glr, betas=gb)
+        self.D_opt = torch.optim.Adam(self.D.parameters(), lr=dlr, betas=db)
+        r = cfg["resolution"]
+        self.real = (torch.rand(batch, 3, r, r, device=device) * 2 - 1)
+        self.batch = batch
+        self.device = device
+
+    def _phase(self, name, module, opt, gain=1):
+        opt.zero_grad(set_to_none=True)
+        module.requires_grad_(True)
+        z = torch.randn(self.batch, self.G.z_dim, device=self.device)
+        self.loss.accumulate_gradients(name, self.real, z, gain=gain)
+        module.requires_grad_(False)
+        opt.step()
+
+    def main(self):
+        self._phase("Gmain", self.G, self.G_opt)
+        self._phase("Dmain", self.D, self.D_opt)
+        _sync()
+
+    def reg(self):
+        self._phase("Dreg", self.D, self.D_opt, gain=REG_INTERVAL)
+        _sync()
+
+
+_STEPS = {}
+
+
+def _step(preset, impl):
+    key = (preset, impl)
+    if key not in _STEPS:
+        _STEPS.clear()  # one model in memory at a time
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _STEPS[key] = TrainStep(preset, impl)
+    return _STEPS[key]
+
+
+def _res(preset):
+    from ilsgan.networks import get_preset
+    return get_preset(preset)["resolution"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_train_iter(benchmark, preset, impl):
+    step = _step(preset, impl)
+    step.main()  # warm-up
+    benchmark.group = f"train iter {_res(preset)}px b{BATCH} {preset}"
+    benchmark.extra_info.update(impl=impl, preset=preset, batch=BATCH, device=str(DEVICE),
+                                threads=torch.get_num_threads())
+    benchmark.pedantic(step.main, rounds=3 if DEVICE.type == "cpu" else 20, warmup_rounds=0)
+    benchmark.extra_info["sec_per_kimg_main"] = benchmark.stats.stats.mean * 1000 / BATCH
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_train_dreg(benchmark, preset, impl):
+    step = _step(preset, impl)
+    step.reg()
+    benchmark.group = f"train Dreg {_res(preset)}px b{BATCH} {preset}"
+    benchmark.extra_info.update(impl=impl, preset=preset, batch=BATCH, device=str(DEVICE), every=REG_INTERVAL)
+    benchmark.pedantic(step.reg, rounds=3 if DEVICE.type == "cpu" else 20, warmup_rounds=0)
+
+
+def _time(fn, iters):
+    fn()
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t) / iters
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS))
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS))
+    ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--resolution", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=3 if DEVICE.type == "cpu" else 20)
+    args = ap.parse_args()
+    print(f"device {DEVICE}, threads {torch.get_num_threads()}, batch {args.batch}")
+    for preset in args.presets:
+        rows = {}
+        for impl in args.impls:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                step = TrainStep(preset, impl, batch=args.batch, resolution=args.resolution)
+            t_main = _time(step.main, args.iters)
+            t_reg = _time(step.reg, max(1, args.iters // 2))
+            s_iter = t_main + t_reg / REG_INTERVAL
+            rows[impl] = s_iter
+            print(f"{preset:9s} {step.cfg['resolution']}px impl={impl:5s} main {t_main:.3f} s  Dreg {t_reg:.3f} s  "
+                  f"-> {s_iter:.3f} s/iter, {s_iter * 1000 / args.batch:.1f} s/kimg")
+            del step
+        if "auto" in rows and "ref" in rows:
+            print(f"{preset:9s} speed-up auto vs ref: {rows['ref'] / rows['auto']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The CLI `python -m ilsgan.train`: a tiny end-to-end run, resume, SIGINT save, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ilsgan import train
+
+from _train_tiny import TINY_CFG_ARGS
+
+FAST = ["--no-progress", "--no-tensorboard", "--data", "synthetic:easy", "--aug", "noaug"]
+
+
+def run_cli(args, capsys):
+    rc = train.main(args)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_help_documents_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--data", "--outdir", "--preset", "--resolution", "--batch", "--kimg", "--seed", "--resume", "--snap",
+                "--ils", "--device", "--impl", "--r1-gamma", "--w-ils", "--w-bin", "--w-area", "--workers", "--cfg"):
+        assert opt in text, opt
+
+
+def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
+    args = TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--name", "r", "--kimg", "0.012", "--snap", "0.008"]
+    rc, out, _ = run_cli(args, capsys)
+    assert rc == 0, out
+    run = tmp_path / "r"
+    for f in ("config.json", "log.jsonl", "reals.png", "grid-000000.png", "plot.png", "checkpoint-latest.pt",
+              "checkpoint-000000.pt"):
+        assert (run / f).exists(), f
+    assert str(run) in out and "image grid" in out and "checkpoint" in out
+    assert "modulated_conv2d" in out  # backend summary, one line per op
+    recs = [json.loads(l) for l in open(run / "log.jsonl")]
+    assert recs[-1]["Progress/kimg"] == pytest.approx(0.012)
+    for k in ("Loss/G/adv", "Loss/D/real", "Mask/area", "Mask/binarized", "Progress/augment_p", "Timing/sec_per_kimg"):
+        assert k in recs[-1]
+    # --resume latest continues in the same run directory with a longer schedule
+    rc, out, _ = run_cli(TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--resume", "latest", "--kimg", "0.016"],
+                         capsys)
+    assert rc == 0, out
+    recs = [json.loads(l) for l in open(run / "log.jsonl")]
+    assert recs[-1]["Progress/kimg"] == pytest.approx(0.016) and recs[-1]["Progress/iteration"] == 4
+    # a checkpoint from another config is refused with a clear message
+    rc, _, err = run_cli(FAST + ["--resolution", "32", "--batch", "4", "--outdir", str(tmp_path), "--resume",
+                                 str(run / "checkpoint-latest.pt")], capsys)
+    assert rc == 2 and "another network config" in err and "resolution" in err
+
+
+def test_errors(tmp_path, capsys):
+    base = TINY_CFG_ARGS + ["--no-progress", "--no-tensorboard", "--outdir", str(tmp_path)]
+    rc, _, err = run_cli(base + ["--data", str(tmp_path / "missing")], capsys)
+    assert rc == 2 and "--data" in err and "missing" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, _, err = run_cli(base + ["--data", str(empty)], capsys)
+    assert rc == 2 and "--data" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"not a png")
+    rc, _, err = run_cli(base + ["--data", str(bad)], capsys)
+    assert rc == 2 and "--data" in err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc, _, err = run_cli(TINY_CFG_ARGS + ["--data", "synthetic:easy", "--outdir", str(afile / "sub")], capsys)
+    assert rc == 2 and "output directory" in err
+    rc, _, err = run_cli(base + ["--resume", "latest", "--outdir", str(tmp_path / "nothing")], capsys)
+    assert rc == 2 and "no checkpoint" in err
+    notckpt = tmp_path / "x.pt"
+    notckpt.write_bytes(b"junk")
+    rc, _, err = run_cli(base + ["--resume", str(notckpt)], capsys)
+    assert rc == 2 and "unreadable" in err
+    rc, _, err = run_cli(base + ["--cfg", "nonsense=3"], capsys)
+    assert rc == 2 and "unknown key" in err
+    if not __import__("torch").cuda.is_available():
+        rc, _, err = run_cli(base + ["--data", "synthetic:easy", "--device", "cuda"], capsys)
+        assert rc == 2 and "CUDA is not available" in err
+    rc, _, err = run_cli(base + ["--data", "synthetic:easy", "--device", "tpu"], capsys)
+    assert rc == 2 and "--device" in err
+    for bad_args, name in ((["--batch", "0"], "--batch"), (["--resolution", "48"], "--resolution"),
+                           (["--kimg", "-1"], "--kimg"), (["--ils", "maybe"], "--ils"), (["--w-bin", "x"], "--w-bin"),
+                           (["--impl", "fast"], "--impl")):
+        with pytest.raises(SystemExit) as e:
+            train.main(bad_args)
+        assert e.value.code == 2
+        assert name in capsys.readouterr().err
+
+
+def test_sigint_saves_checkpoint(tmp_path):
+    args = TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--name", "s", "--kimg", "100", "--snap", "50",
+                                   "--tick", "0.004"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ilsgan.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=str(tmp_path))
+    log = tmp_path / "s" / "log.jsonl"
+    t0 = time.time()
+    while time.time() - t0 < 120 and proc.poll() is None:
+        if log.exists() and log.stat().st_size > 0:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, out
+    assert "checkpoint saved" in out and "Traceback" not in out
+    from ilsgan.checkpoints import load_checkpoint
+    ck = load_checkpoint(tmp_path / "s" / "checkpoint-latest.pt")
+    assert ck["counters"]["iteration"] >= 1
