@@ -295,7 +295,7 @@ class AugmentPipe(nn.Module):
         images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
         G_inv = _translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, n, device) @ G_inv
         # 2x up-sampling: conjugate by the scale and the half-pixel shift.
-        images = upsample2d(images, self.Hz_geom, up=2, impl=self.impl)
+        images = upsample2d(images, self.Hz_geom.float(), up=2, impl=self.impl)
         G_inv = _scale2d(2, 2, n, device) @ G_inv @ _scale2d(0.5, 0.5, n, device)
         G_inv = _translate2d(-0.5, -0.5, n, device) @ G_inv @ _translate2d(0.5, 0.5, n, device)
         # Sample the (up-sampled) output footprint; normalized coordinates for affine_grid.
@@ -305,7 +305,7 @@ class AugmentPipe(nn.Module):
         grid = F.affine_grid(G_inv[:, :2, :].to(images.dtype), shape, align_corners=False)
         images = grid_sample(images, grid)
         # 2x down-sampling back to [H, W] (cropping the filter margin).
-        return downsample2d(images, self.Hz_geom, down=2, padding=-hz_pad * 2, flip_filter=True, impl=self.impl)
+        return downsample2d(images, self.Hz_geom.float(), down=2, padding=-hz_pad * 2, flip_filter=True, impl=self.impl)
 
 
 class AdaptiveAugment:

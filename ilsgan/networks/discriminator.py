@@ -47,7 +47,7 @@ class DiscriminatorBlock(nn.Module):
                                 channels_last=cl, impl=impl)
 
     def forward(self, x: Optional[Tensor], img: Tensor, force_fp32: bool = False) -> Tensor:
-        dtype = compute_dtype(self.use_fp16, img.device, force_fp32)
+        dtype = compute_dtype(self.use_fp16, img.device, force_fp32, self.conv0.weight.dtype)
         mf = torch.channels_last if (self.channels_last and dtype == torch.float16) else torch.contiguous_format
         if self.in_channels == 0:
             x = self.fromrgb(img.to(dtype=dtype, memory_format=mf))
@@ -77,7 +77,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(in_channels, 1, impl=impl)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        x = x.to(dtype=self.conv.weight.dtype, memory_format=torch.contiguous_format)
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)

@@ -108,9 +108,4 @@ class LayeredGenerator(nn.Module):
 
 def composite(f: Tensor, b: Tensor, m: Tensor, impl: str = "auto") -> Tensor:
     """Unshifted composite through :func:`ilsgan.ops.composite` (returns only the image)."""
-    try:
-        op = ops.get_op("composite", "composite")
-    except ModuleNotFoundError:  # TODO(H6a): remove once ilsgan/ops/composite.py has landed
-        return torch.lerp(b, f, m)
-    out = op(f, b, m, impl=impl)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    return ops.get_op("composite", "composite")(f, b, m, impl=impl)

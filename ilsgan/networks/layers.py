@@ -33,15 +33,17 @@ __all__ = [
 RESAMPLE_FILTER = (1, 3, 3, 1)
 
 
-def compute_dtype(use_fp16: bool, device: torch.device, force_fp32: bool = False) -> torch.dtype:
-    """The dtype a block computes in: float16 if asked for and on CUDA, else float32.
+def compute_dtype(use_fp16: bool, device: torch.device, force_fp32: bool = False,
+                  base: torch.dtype = torch.float32) -> torch.dtype:
+    """The dtype a block computes in: float16 if asked for, on CUDA and ``base`` is float32; else ``base``
+    (the parameters' dtype: float32 normally, float64 for a ``.double()`` network in tests).
 
     On CPU float16 is never used (documented fallback): torch's CPU float16 convolutions are slow
     or missing, so a preset with ``num_fp16_res > 0`` runs in float32 on CPU.
     """
-    if use_fp16 and not force_fp32 and torch.device(device).type == "cuda":
+    if use_fp16 and not force_fp32 and base == torch.float32 and torch.device(device).type == "cuda":
         return torch.float16
-    return torch.float32
+    return base
 
 
 def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
@@ -124,7 +126,7 @@ class Conv2dLayer(nn.Module):
 
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
-        f = self.resample_filter if (self.up > 1 or self.down > 1) else None
+        f = self.resample_filter.float() if (self.up > 1 or self.down > 1) else None
         x = ops.conv2d_resample(x, w, f=f, up=self.up, down=self.down, padding=self.padding,
                                 flip_weight=(self.up == 1), impl=self.impl)
         act_gain = self.act_gain * gain

@@ -50,14 +50,14 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
                 update_emas: Optional[bool] = None) -> Tensor:
-        """Map ``z [N, z_dim]`` to ``ws [N, num_ws, w_dim]`` (float32).
+        """Map ``z [N, z_dim]`` to ``ws [N, num_ws, w_dim]`` (the parameters' dtype, float32).
 
         ``update_emas`` (default: ``self.training``) updates ``w_avg`` with this batch's mean w.
         Truncation: ``w_avg + psi * (w - w_avg)`` for the first ``truncation_cutoff`` ws (all if None).
         """
         if z.dim() != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"MappingNetwork: z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
-        x = normalize_2nd_moment(z.to(torch.float32))
+        x = normalize_2nd_moment(z.to(self.layers[0].weight.dtype))
         for layer in self.layers:
             x = layer(x)
         if update_emas is None:

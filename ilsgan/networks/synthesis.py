@@ -68,7 +68,7 @@ class SynthesisLayer(nn.Module):
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
-                                dtype=torch.float32) * self.noise_strength
+                                dtype=self.noise_strength.dtype) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = (self.noise_const * self.noise_strength).reshape(1, 1, self.resolution, self.resolution)
         if noise is not None:
@@ -76,7 +76,7 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return ops.modulated_conv2d(
             x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-            resample_filter=self.resample_filter if self.up > 1 else None, demodulate=True,
+            resample_filter=self.resample_filter.float() if self.up > 1 else None, demodulate=True,
             flip_weight=(self.up == 1), bias=self.bias.to(x.dtype), act=self.activation,
             gain=self.act_gain * gain, clamp=clamp, impl=self.impl)
 
@@ -151,8 +151,10 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Optional[Tensor], img: Optional[Tensor], ws: Tensor, noise_mode: str = "random",
                 force_fp32: bool = False):
-        """``ws``: ``[N, num_conv + num_torgb, w_dim]``. Returns ``(x, img)``; img is float32."""
-        dtype = compute_dtype(self.use_fp16, ws.device, force_fp32)
+        """``ws``: ``[N, num_conv + num_torgb, w_dim]``. Returns ``(x, img)``; img has the parameters'
+        dtype (float32), x the block's compute dtype."""
+        base = self.conv1.weight.dtype
+        dtype = compute_dtype(self.use_fp16, ws.device, force_fp32, base)
         mf = torch.channels_last if (self.channels_last and dtype == torch.float16) else torch.contiguous_format
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
@@ -162,8 +164,8 @@ class SynthesisBlock(nn.Module):
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
         x = self.conv1(x, next(w_iter), noise_mode=noise_mode)
         if img is not None:
-            img = ops.upsample2d(img, self.resample_filter, impl=self.impl)
-        y = self.torgb(x, next(w_iter)).to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            img = ops.upsample2d(img, self.resample_filter.float(), impl=self.impl)
+        y = self.torgb(x, next(w_iter)).to(dtype=base, memory_format=torch.contiguous_format)
         img = y if img is None else img + y
         return x, img
 
@@ -215,7 +217,7 @@ class SynthesisNetwork(nn.Module):
         if ws.dim() != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"SynthesisNetwork: ws must have shape [N, {self.num_ws}, {self.w_dim}], "
                              f"got {tuple(ws.shape)}")
-        ws = ws.to(torch.float32)
+        ws = ws.to(self.b4.conv1.weight.dtype)
         block_ws: List[Tensor] = []
         idx = 0
         for res in self.block_resolutions:
