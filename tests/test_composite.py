@@ -153,6 +153,11 @@ def test_validation():
         composite(f, b, m.float(), impl="ref")
     with pytest.raises(ValueError, match="impl"):
         composite(f, b, m, impl="fast")
+    meta = torch.device("meta")  # a second device on any machine
+    with pytest.raises(ValueError, match="b is on meta"):
+        composite(f, b.to(meta), m, impl="ref")
+    with pytest.raises(ValueError, match="shift is on meta"):
+        composite(f, b, m, torch.zeros(2, 2, dtype=torch.long, device=meta), impl="ref")
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="b is on"):
             composite(f, b.cuda(), m, impl="ref")

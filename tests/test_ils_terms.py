@@ -148,6 +148,11 @@ def test_validation():
         mask_terms(m.long())
     with pytest.raises(ValueError, match="m must"):
         mask_terms(m[0])
+    meta = torch.device("meta")  # a second device on any machine
+    with pytest.raises(ValueError, match="perm1 is on meta"):
+        ils_terms(f, b, m, p.to(meta), p, impl="ref")
+    with pytest.raises(ValueError, match="m is on meta"):
+        ils_terms(f, b, m.to(meta), p, p, impl="ref")
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="perm1 is on"):
             ils_terms(f, b, m, p.cuda(), p, impl="ref")

@@ -209,7 +209,7 @@ def _resolve(which: str, impl: str, device_type: str, strict: Optional[bool], dt
     return resolve(spec, impl, torch.device(device_type), strict, unsupported)
 
 
-def _check_perm(name: str, p, N: int, device: torch.device) -> Tensor:
+def _check_perm(name: str, p, N: int, device: torch.device, full: bool = True) -> Tensor:
     if not isinstance(p, Tensor):
         raise TypeError(f"ils_terms: {name} must be a torch.Tensor, got {type(p).__name__}")
     if p.is_floating_point() or p.is_complex() or p.dtype == torch.bool:
@@ -218,7 +218,7 @@ def _check_perm(name: str, p, N: int, device: torch.device) -> Tensor:
         raise ValueError(f"ils_terms: {name} must have shape [N] = [{N}], got {tuple(p.shape)}")
     if p.device != device:
         raise ValueError(f"ils_terms: {name} is on {p.device} but f is on {device}; they must be on one device")
-    if not torch.compiler.is_compiling():
+    if full and not torch.compiler.is_compiling():  # a host sync on GPU: skipped for ils_loss's own draws
         if not torch.equal(torch.sort(p.to(torch.long)).values, torch.arange(N, device=p.device)):
             raise ValueError(f"ils_terms: {name} must be a permutation of range(N) with N={N}")
     return p.to(torch.long).contiguous()
@@ -256,10 +256,14 @@ def ils_terms(
         f, b, m on every backend (``ref``: any order). Fast kernels read contiguous NCHW
         (other layouts are copied first).
     """
+    return _ils_terms(f, b, m, perm1, perm2, distribution, impl, strict, deterministic, True, True)
+
+
+def _ils_terms(f, b, m, perm1, perm2, distribution, impl, strict, deterministic, check1: bool, check2: bool):
     _check_fbm("ils_terms", f, b, m)
     N = f.shape[0]
-    p1 = _check_perm("perm1", perm1, N, f.device)
-    p2 = _check_perm("perm2", perm2, N, f.device)
+    p1 = _check_perm("perm1", perm1, N, f.device, check1)
+    p2 = _check_perm("perm2", perm2, N, f.device, check2)
     if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
         raise ValueError(f"ils_terms: distribution must be one of {sorted(DISTRIBUTIONS)}, got {distribution!r}")
     if deterministic is not None and not isinstance(deterministic, bool):
