@@ -24,6 +24,9 @@ template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 
 constexpr int64_t kBlk = 512;
+constexpr int64_t kGrainElems = 32768;  // small problems stay serial (a parallel region costs more)
+
+inline int64_t grain_for(int64_t per_item) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, per_item)); }
 
 template <int D, typename T>
 inline T phi(T u) {
@@ -64,7 +67,7 @@ void ils_fwd_kernel(const scalar_t* F, const scalar_t* B, const scalar_t* M, con
                     typename Acc<scalar_t>::type* OUT, int64_t N, int64_t C, int64_t HW) {
   using acc_t = typename Acc<scalar_t>::type;
   const double inv = 1.0 / double(C * HW);
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, grain_for(C * HW), [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const int64_t p1 = P1[n], p2 = P2[n];
       double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -109,7 +112,7 @@ void ils_bwd_kernel(const typename Acc<scalar_t>::type* G, const scalar_t* F, co
                     scalar_t* GB, scalar_t* GM, int64_t N, int64_t C, int64_t HW) {
   using acc_t = typename Acc<scalar_t>::type;
   const acc_t k = acc_t(1.0 / double(C * HW));
-  at::parallel_for(0, N, 1, [&](int64_t j0, int64_t j1) {
+  at::parallel_for(0, N, grain_for(4 * C * HW), [&](int64_t j0, int64_t j1) {
     std::vector<acc_t> gmbuf(HW);
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t p1 = P1[j], p2 = P2[j], q1 = Q1[j], q2 = Q2[j];
@@ -213,7 +216,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ils_terms_bwd(const at::Tensor& g
 template <typename scalar_t>
 void mask_fwd_kernel(const scalar_t* M, typename Acc<scalar_t>::type* O, int64_t N, int64_t D) {
   using acc_t = typename Acc<scalar_t>::type;
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, grain_for(D), [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const scalar_t* p = M + n * D;
       double s0 = 0, s1 = 0;
@@ -238,7 +241,7 @@ template <typename scalar_t>
 void mask_bwd_kernel(const typename Acc<scalar_t>::type* G, const scalar_t* M, scalar_t* O, int64_t N, int64_t D) {
   using acc_t = typename Acc<scalar_t>::type;
   const acc_t k = acc_t(1.0 / double(D));
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, grain_for(D), [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const acc_t g0 = G[2 * n] * k, g1 = G[2 * n + 1] * k;
       const scalar_t* p = M + n * D;
