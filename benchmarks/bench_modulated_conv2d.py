@@ -131,3 +131,40 @@ def test_modulated_conv2d(benchmark, shape, kind, impl):
         nbytes = 3 * (n_x + n_y) + 2 * n_w
     run(benchmark, fn, group=f"modulated_conv2d {kind} {shape_id(shape)}", impl=impl, bytes=nbytes,
         rounds=_rounds(shape))
+
+
+def _interleaved(rounds: int = 3) -> None:
+    """CPU A/B without pytest: per shape, NVlabs grouped, NVlabs fma and our fast backend alternate
+    round by round (fwd+bwd), so that load from other processes hits all three alike; medians."""
+    import statistics
+    import time
+
+    fast = "cuda" if ON_GPU else "cpu"
+    impls = ["nvlabs_grouped", "nvlabs_fma", fast]
+    print(f"{'shape':<16} " + " ".join(f"{i:>15}" for i in impls) + "   best_nvlabs/" + fast)
+    for shape in SHAPES:
+        inputs, kw = _layer(shape)
+        leaves = {k: v.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+                  for k, v in inputs.items()}
+        fns = {i: _fn(i, shape, kw) for i in impls}
+        dy = torch.randn(N, shape[2], shape[3], shape[3]).to(DEVICE, inputs["x"].dtype)
+        times = {i: [] for i in impls}
+        for r in range(rounds + 1):
+            for i in impls:
+                t = time.perf_counter()
+                y = fns[i](**leaves)
+                torch.autograd.grad(y, list(leaves.values()), dy)
+                if ON_GPU:
+                    torch.cuda.synchronize()
+                if r:
+                    times[i].append(time.perf_counter() - t)
+        med = {i: statistics.median(v) for i, v in times.items()}
+        best = min(med["nvlabs_grouped"], med["nvlabs_fma"])
+        print(f"{shape_id(shape):<16} " + " ".join(f"{med[i] * 1e3:>13.1f}ms" for i in impls)
+              + f"   {best / med[fast]:.2f}x", flush=True)
+
+
+if __name__ == "__main__":  # python benchmarks/bench_modulated_conv2d.py [ROUNDS]
+    import sys
+
+    _interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
