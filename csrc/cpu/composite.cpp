@@ -47,40 +47,44 @@ void check_inputs(const at::Tensor& f, const at::Tensor& b, const at::Tensor& m,
   }
 }
 
+// Work item: one sample; its channel planes are visited one after another (row by row inside a
+// plane) so that only ~4 address streams are live at a time (f, b, m, out), and the mask-gradient
+// accumulator of the backward (one plane in the accumulation type) stays in L2.
 template <typename scalar_t>
 void fwd_kernel(const scalar_t* F, const scalar_t* B, const scalar_t* M, const int64_t* S, scalar_t* O,
                 scalar_t* MS, int64_t N, int64_t C, int64_t H, int64_t W) {
   using acc_t = typename Acc<scalar_t>::type;
   const int64_t HW = H * W;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W * C));
-  at::parallel_for(0, N * H, grain, [&](int64_t r0, int64_t r1) {
-    std::vector<acc_t> ms(W);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / H, y = r % H;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, HW * C));
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
       const int64_t tx = S ? S[2 * n] : 0, ty = S ? S[2 * n + 1] : 0;
-      const int64_t sy = y - ty;
-      int64_t x0 = 0, x1 = 0;
-      if (sy >= 0 && sy < H) covered(tx, W, x0, x1);
-      const scalar_t* mrow = M + n * HW + sy * W - tx;  // mrow[x] = m[sy][x - tx] for x in [x0, x1)
-      acc_t* msp = ms.data();
-      for (int64_t x = 0; x < x0; ++x) msp[x] = acc_t(0);
-      for (int64_t x = x0; x < x1; ++x) msp[x] = static_cast<acc_t>(mrow[x]);
-      for (int64_t x = x1; x < W; ++x) msp[x] = acc_t(0);
-      if (MS) {
-        scalar_t* o = MS + n * HW + y * W;
-        for (int64_t x = 0; x < W; ++x) o[x] = static_cast<scalar_t>(msp[x]);
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t off = (n * C + c) * HW + y * W;
-        const scalar_t* brow = B + off;
-        scalar_t* orow = O + off;
-        const scalar_t* frow = F + (n * C + c) * HW + sy * W - tx;
-        for (int64_t x = 0; x < x0; ++x) orow[x] = brow[x];
-        for (int64_t x = x0; x < x1; ++x) {
-          const acc_t mv = msp[x];
-          orow[x] = static_cast<scalar_t>(mv * static_cast<acc_t>(frow[x]) + (acc_t(1) - mv) * static_cast<acc_t>(brow[x]));
+      for (int64_t c = -1; c < C; ++c) {
+        if (c < 0 && !MS) continue;
+        for (int64_t y = 0; y < H; ++y) {
+          const int64_t sy = y - ty;
+          int64_t x0 = 0, x1 = 0;
+          if (sy >= 0 && sy < H) covered(tx, W, x0, x1);
+          const scalar_t* mrow = M + n * HW + sy * W - tx;  // mrow[x] = m[sy][x - tx] for x in [x0, x1)
+          if (c < 0) {  // the shifted mask
+            scalar_t* o = MS + n * HW + y * W;
+            for (int64_t x = 0; x < x0; ++x) o[x] = scalar_t(0);
+            for (int64_t x = x0; x < x1; ++x) o[x] = mrow[x];
+            for (int64_t x = x1; x < W; ++x) o[x] = scalar_t(0);
+            continue;
+          }
+          const int64_t off = (n * C + c) * HW + y * W;
+          const scalar_t* __restrict__ brow = B + off;
+          scalar_t* __restrict__ orow = O + off;
+          const scalar_t* __restrict__ frow = F + (n * C + c) * HW + sy * W - tx;
+          for (int64_t x = 0; x < x0; ++x) orow[x] = brow[x];
+#pragma omp simd
+          for (int64_t x = x0; x < x1; ++x) {
+            const acc_t mv = static_cast<acc_t>(mrow[x]);
+            orow[x] = static_cast<scalar_t>(mv * static_cast<acc_t>(frow[x]) + (acc_t(1) - mv) * static_cast<acc_t>(brow[x]));
+          }
+          for (int64_t x = x1; x < W; ++x) orow[x] = brow[x];
         }
-        for (int64_t x = x1; x < W; ++x) orow[x] = brow[x];
       }
     }
   });
@@ -92,60 +96,63 @@ void bwd_kernel(const scalar_t* GO, const scalar_t* GMS, const scalar_t* F, cons
                 int64_t W) {
   using acc_t = typename Acc<scalar_t>::type;
   const int64_t HW = H * W;
-  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * C));
-  at::parallel_for(0, N * H, grain, [&](int64_t r0, int64_t r1) {
-    std::vector<acc_t> ms(W), gm(W);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / H, y = r % H;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, HW * C));
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    std::vector<acc_t> gmbuf(HW);
+    for (int64_t n = n0; n < n1; ++n) {
       const int64_t tx = S ? S[2 * n] : 0, ty = S ? S[2 * n + 1] : 0;
-      // (1) gb for output row y: gb = go * (1 - ms), ms[x] = m[y - ty][x - tx].
-      {
-        const int64_t sy = y - ty;
-        int64_t x0 = 0, x1 = 0;
-        if (sy >= 0 && sy < H) covered(tx, W, x0, x1);
-        const scalar_t* mrow = M + n * HW + sy * W - tx;
-        acc_t* msp = ms.data();
-        for (int64_t x = 0; x < x0; ++x) msp[x] = acc_t(0);
-        for (int64_t x = x0; x < x1; ++x) msp[x] = static_cast<acc_t>(mrow[x]);
-        for (int64_t x = x1; x < W; ++x) msp[x] = acc_t(0);
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t off = (n * C + c) * HW + y * W;
-          const scalar_t* g = GO + off;
-          scalar_t* o = GB + off;
-          for (int64_t x = 0; x < W; ++x)
-            o[x] = static_cast<scalar_t>(static_cast<acc_t>(g[x]) * (acc_t(1) - msp[x]));
-        }
-      }
-      // (2) gf, gm for input row y: the output row oy = y + ty, column x + tx.
-      {
+      acc_t* __restrict__ gmp = gmbuf.data();
+      // gm starts as the gradient of the shifted mask, pulled back by the adjoint shift
+      for (int64_t y = 0; y < H; ++y) {
+        acc_t* g = gmp + y * W;
+        for (int64_t x = 0; x < W; ++x) g[x] = acc_t(0);
         const int64_t oy = y + ty;
         int64_t x0 = 0, x1 = 0;
-        if (oy >= 0 && oy < H) covered(-tx, W, x0, x1);
-        const scalar_t* mrow = M + n * HW + y * W;
-        acc_t* gmp = gm.data();
-        for (int64_t x = 0; x < W; ++x) gmp[x] = acc_t(0);
-        if (GMS) {
-          const scalar_t* gs = GMS + n * HW + oy * W + tx;
-          for (int64_t x = x0; x < x1; ++x) gmp[x] = static_cast<acc_t>(gs[x]);
-        }
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t ioff = (n * C + c) * HW + y * W;
-          const int64_t ooff = (n * C + c) * HW + oy * W + tx;  // [x] -> output column x + tx
-          const scalar_t* frow = F + ioff;
-          scalar_t* gfrow = GF + ioff;
-          const scalar_t* g = GO + ooff;
-          const scalar_t* brow = B + ooff;
-          for (int64_t x = 0; x < x0; ++x) gfrow[x] = scalar_t(0);
-          for (int64_t x = x0; x < x1; ++x) {
-            const acc_t gv = static_cast<acc_t>(g[x]);
-            gfrow[x] = static_cast<scalar_t>(gv * static_cast<acc_t>(mrow[x]));
-            gmp[x] += gv * static_cast<acc_t>(frow[x]) - gv * static_cast<acc_t>(brow[x]);
-          }
-          for (int64_t x = x1; x < W; ++x) gfrow[x] = scalar_t(0);
-        }
-        scalar_t* gmrow = GM + n * HW + y * W;
-        for (int64_t x = 0; x < W; ++x) gmrow[x] = static_cast<scalar_t>(gmp[x]);
+        if (GMS && oy >= 0 && oy < H) covered(-tx, W, x0, x1);
+        const scalar_t* gs = GMS + n * HW + oy * W + tx;
+        for (int64_t x = x0; x < x1; ++x) g[x] = static_cast<acc_t>(gs[x]);
       }
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t pl = (n * C + c) * HW;
+        for (int64_t y = 0; y < H; ++y) {
+          // (1) gb for output row y: gb = go * (1 - ms), ms[x] = m[y - ty][x - tx].
+          {
+            const int64_t sy = y - ty;
+            int64_t x0 = 0, x1 = 0;
+            if (sy >= 0 && sy < H) covered(tx, W, x0, x1);
+            const scalar_t* __restrict__ mrow = M + n * HW + sy * W - tx;
+            const scalar_t* __restrict__ g = GO + pl + y * W;
+            scalar_t* __restrict__ o = GB + pl + y * W;
+            for (int64_t x = 0; x < x0; ++x) o[x] = g[x];
+#pragma omp simd
+            for (int64_t x = x0; x < x1; ++x)
+              o[x] = static_cast<scalar_t>(static_cast<acc_t>(g[x]) * (acc_t(1) - static_cast<acc_t>(mrow[x])));
+            for (int64_t x = x1; x < W; ++x) o[x] = g[x];
+          }
+          // (2) gf, gm for input row y: output row oy = y + ty, column x + tx.
+          {
+            const int64_t oy = y + ty;
+            int64_t x0 = 0, x1 = 0;
+            if (oy >= 0 && oy < H) covered(-tx, W, x0, x1);
+            const scalar_t* __restrict__ mrow = M + n * HW + y * W;
+            const scalar_t* __restrict__ frow = F + pl + y * W;
+            scalar_t* __restrict__ gfrow = GF + pl + y * W;
+            const scalar_t* __restrict__ g = GO + pl + oy * W + tx;
+            const scalar_t* __restrict__ brow = B + pl + oy * W + tx;
+            acc_t* __restrict__ gm = gmp + y * W;
+            for (int64_t x = 0; x < x0; ++x) gfrow[x] = scalar_t(0);
+#pragma omp simd
+            for (int64_t x = x0; x < x1; ++x) {
+              const acc_t gv = static_cast<acc_t>(g[x]);
+              gfrow[x] = static_cast<scalar_t>(gv * static_cast<acc_t>(mrow[x]));
+              gm[x] += gv * static_cast<acc_t>(frow[x]) - gv * static_cast<acc_t>(brow[x]);
+            }
+            for (int64_t x = x1; x < W; ++x) gfrow[x] = scalar_t(0);
+          }
+        }
+      }
+      scalar_t* gmo = GM + n * HW;
+      for (int64_t i = 0; i < HW; ++i) gmo[i] = static_cast<scalar_t>(gmp[i]);
     }
   });
 }
