@@ -167,6 +167,25 @@ def _bwd_backward(ctx, uf, ub, um):
 _composite_bwd_op.register_autograd(_bwd_backward, setup_context=_bwd_setup)
 
 
+# Eager mode: the same wiring through torch.autograd.Function (a fraction of a custom op's Python
+# overhead); its backward calls the backward custom op, so double backward still works.
+# torch.compile traces the custom ops above instead (see composite()).
+
+
+class _CompositeFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, b, m, shift, backend):
+        out, ms = _kernels(backend)[0](f, b, m, shift)
+        _fwd_setup(ctx, (f, b, m, shift, backend), (out, ms))
+        if shift is None:
+            ctx.mark_non_differentiable(ms)
+        return out, ms
+
+    @staticmethod
+    def backward(ctx, go, gms):
+        return _fwd_backward(ctx, go, gms)
+
+
 # ------------------------------------------------------------------------------------------------
 # Public function.
 
@@ -286,7 +305,12 @@ def composite(
     if shift is not None:  # clamping changes nothing (|t| >= size shifts everything out) but bounds offsets
         lim = max(f.shape[2], f.shape[3])
         sc = shift.to(torch.long).clamp(-lim, lim).contiguous()
-    out, ms = _composite_op(fc, bc, mc, sc, backend)
+    if torch.compiler.is_compiling():
+        out, ms = _composite_op(fc, bc, mc, sc, backend)
+    elif torch.is_grad_enabled() and (f.requires_grad or b.requires_grad or m.requires_grad):
+        out, ms = _CompositeFn.apply(fc, bc, mc, sc, backend)
+    else:
+        out, ms = _kernels(backend)[0](fc, bc, mc, sc)
     if channels_last:
         out = out.contiguous(memory_format=torch.channels_last)
     if shift is None:

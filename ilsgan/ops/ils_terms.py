@@ -169,6 +169,44 @@ def _mask_backward(ctx, g):
 _mask_terms_op.register_autograd(_mask_backward, setup_context=_mask_setup)
 
 
+# Eager mode: torch.autograd.Function wrappers (a fraction of a custom op's Python overhead);
+# torch.compile traces the custom ops above instead.
+
+
+class _IlsFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, b, m, perm1, perm2, dist, backend):
+        out = _kernels(backend).ils_terms_fwd(f, b, m, perm1, perm2, dist)
+        _ils_setup(ctx, (f, b, m, perm1, perm2, dist, backend), out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        f, b, m, perm1, perm2 = ctx.saved_tensors
+        inv1, inv2 = torch.argsort(perm1), torch.argsort(perm2)
+        gf, gb, gm = _kernels(ctx.backend).ils_terms_bwd(g.contiguous(), f, b, m, perm1, perm2, inv1, inv2, ctx.dist)
+        return gf, gb, gm, None, None, None, None
+
+
+class _MaskFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, m, backend):
+        out = _kernels(backend).mask_terms_fwd(m)
+        _mask_setup(ctx, (m, backend), out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (m,) = ctx.saved_tensors
+        return _kernels(ctx.backend).mask_terms_bwd(g.contiguous(), m), None
+
+
+def _eager(*tensors) -> bool:
+    return not torch.compiler.is_compiling() and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 # ------------------------------------------------------------------------------------------------
 # Public functions.
 
@@ -274,7 +312,12 @@ def _ils_terms(f, b, m, perm1, perm2, distribution, impl, strict, deterministic,
     backend = _resolve("ils", impl, f.device.type, strict, f.dtype)
     if backend == "ref":
         return _ils_terms_ref(f, b, m, p1, p2, dist)
-    return _ils_terms_op(f.contiguous(), b.contiguous(), m.contiguous(), p1, p2, dist, backend)
+    f, b, m = f.contiguous(), b.contiguous(), m.contiguous()
+    if torch.compiler.is_compiling():
+        return _ils_terms_op(f, b, m, p1, p2, dist, backend)
+    if _eager(f, b, m):
+        return _IlsFn.apply(f, b, m, p1, p2, dist, backend)
+    return _kernels(backend).ils_terms_fwd(f, b, m, p1, p2, dist)
 
 
 def mask_terms(
@@ -300,7 +343,12 @@ def mask_terms(
     backend = _resolve("mask", impl, m.device.type, strict, m.dtype)
     if backend == "ref":
         return _mask_terms_ref(m)
-    return _mask_terms_op(m.contiguous(), backend)
+    m = m.contiguous()
+    if torch.compiler.is_compiling():
+        return _mask_terms_op(m, backend)
+    if _eager(m):
+        return _MaskFn.apply(m, backend)
+    return _kernels(backend).mask_terms_fwd(m)
 
 
 # See the end of ilsgan/ops/composite.py: keep ``ilsgan.ops.ils_terms(...)`` callable after an
