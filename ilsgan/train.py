@@ -1,6 +1,6 @@
 """``python -m ilsgan.train``: train ILSGAN.
 
-With no arguments: the ``quick`` preset on the built-in ``synthetic:easy`` data at 32x32 for 10 kimg
+With no arguments: the ``quick`` preset on the built-in ``synthetic:easy`` data at 32x32 for 30 kimg
 into ``./runs/<timestamp>/`` (a demo sized to finish in about 15 minutes on a 2-core CPU). The paper's
 settings: ``--preset paper64`` / ``--preset paper128`` with ``--data PATH``.
 Multi-GPU: ``torchrun --nproc_per_node=K -m ilsgan.train ...`` (``--batch`` is the global batch).
@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 __all__ = ["main", "build_parser", "resolve_config", "DEMO_DEFAULTS"]
 
 # What `python -m ilsgan.train` with no arguments does (see the module docstring / README for why).
-DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=10.0, snap=1.0)
+DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=30.0, snap=2.0)
 
 
 class UsageError(Exception):
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ilsgan.train",
         description="Train ILSGAN (layered GAN for unsupervised foreground/background segmentation). "
                     "With no arguments: a ~15-minute CPU demo (preset 'quick' at 32x32 on synthetic:easy, "
-                    "10 kimg) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
+                    "30 kimg) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
                     "foreground, background, mask, masked foreground), reals.png, log.jsonl, plot.png, "
                     "config.json and checkpoint-*.pt / checkpoint-latest.pt. Multi-GPU: "
                     "torchrun --nproc_per_node=K -m ilsgan.train ... . Ctrl-C (SIGINT) or SIGTERM saves "
@@ -118,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=_positive_int("--batch"), default=None,
                    help="global batch size (split over torchrun processes) [default: the preset's]")
     g.add_argument("--kimg", type=_positive_float("--kimg"), default=None,
-                   help="training length in thousands of real images shown [default: the preset's; demo: 10]")
+                   help="training length in thousands of real images shown [default: the preset's; demo: 30]")
     g.add_argument("--snap", type=_positive_float("--snap"), default=None,
-                   help="snapshot (grid, plot, checkpoint) interval in kimg [default: the preset's; demo: 1]")
+                   help="snapshot (grid, plot, checkpoint) interval in kimg [default: the preset's; demo: 2]")
     g.add_argument("--tick", type=_positive_float("--tick"), default=None,
                    help="log (JSONL, progress bar) interval in kimg [default: min(4, snap/8)]")
     g.add_argument("--max-iters", type=_positive_int("--max-iters"), default=None,
