@@ -65,7 +65,9 @@ class AtomicBuildExtension(cpp_extension.BuildExtension):
         return dst, 1
 
 
-cxx_flags = ["-O3", "-std=c++17", "-fopenmp", f"-march={os.environ.get('ILSGAN_CPU_ARCH', 'native')}"]
+# torch 2.14's headers use C++20 features; older releases are built (and tested) as C++17.
+CXX_STD = "-std=c++20" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 14) else "-std=c++17"
+cxx_flags = ["-O3", CXX_STD, "-fopenmp", f"-march={os.environ.get('ILSGAN_CPU_ARCH', 'native')}"]
 ext_modules = [
     cpp_extension.CppExtension(
         name="ilsgan._C",
@@ -87,7 +89,7 @@ if skip is None:
             sources=["csrc/module_init.cpp"] + _sources("csrc/cuda/*.cu"),
             include_dirs=[os.path.join(HERE, "csrc")] + _pip_cuda_include_dirs(),
             define_macros=[("ILSGAN_EXT_NAME", "_C_cuda")],
-            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": ["-O3", CXX_STD], "nvcc": ["-O3", CXX_STD]},
         )
     )
 elif os.environ.get("ILSGAN_REQUIRE_CUDA") == "1":
@@ -106,6 +108,7 @@ setup(
     extras_require={
         "triton": ["triton>=3.4"],
         "test": ["pytest", "pytest-benchmark"],
+        "data": ["scipy"],
     },
     ext_modules=ext_modules,
     cmdclass={"build_ext": AtomicBuildExtension.with_options(use_ninja=True)},

@@ -14,7 +14,7 @@ import torch
 from conftest import DEVICE, IMPLS, compiled, impl_skip_reason, run, shape_str, sync
 
 from ilsgan.ops import bias_act
-from ilsgan.ops.bias_act import SPEC
+from ilsgan.ops._bias_act import SPEC
 
 SHAPES = [(32, 256, 8, 8), (32, 256, 16, 16), (32, 256, 32, 32), (32, 256, 64, 64), (32, 128, 128, 128)]
 KW = dict(dim=1, act="lrelu", alpha=0.2, gain=math.sqrt(2), clamp=256.0)

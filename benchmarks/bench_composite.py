@@ -12,7 +12,7 @@ import torch
 
 from conftest import DEVICE, IMPLS, compiled, impl_skip_reason, run, shape_str, sync
 
-from ilsgan.ops.composite import SPEC, composite
+from ilsgan.ops._composite import SPEC, composite
 
 SHAPES = [(32, 3, 64, 64), (32, 3, 128, 128)]
 

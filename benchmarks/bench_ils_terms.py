@@ -11,7 +11,7 @@ import torch
 
 from conftest import DEVICE, IMPLS, compiled, impl_skip_reason, run, shape_str, sync
 
-from ilsgan.ops.ils_terms import SPEC, ils_terms, mask_terms
+from ilsgan.ops._ils_terms import SPEC, ils_terms, mask_terms
 
 SHAPES = [(32, 3, 64, 64), (32, 3, 128, 128)]
 

@@ -26,7 +26,7 @@ import torch
 from conftest import DEVICE, IMPLS as BASE_IMPLS, ON_GPU, compiled, impl_skip_reason, run
 
 from ilsgan.ops import modulated_conv2d, setup_filter
-from ilsgan.ops.modulated_conv2d import SPEC, _nvlabs_fma, _nvlabs_grouped
+from ilsgan.ops._modulated_conv2d import SPEC, _nvlabs_fma, _nvlabs_grouped
 
 N = 32
 ALL_SHAPES = (

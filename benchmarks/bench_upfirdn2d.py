@@ -14,7 +14,7 @@ import torch
 
 from conftest import DEVICE, IMPLS, compiled, impl_skip_reason, run, shape_str, sync
 
-from ilsgan.ops.upfirdn2d import SPEC, downsample2d, setup_filter, upfirdn2d, upsample2d
+from ilsgan.ops._upfirdn2d import SPEC, downsample2d, setup_filter, upfirdn2d, upsample2d
 
 CASES = [
     ("up2", (32, 256, 8, 8)),

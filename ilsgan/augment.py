@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .networks._ops import downsample2d, setup_filter, upsample2d
+from .ops import downsample2d, setup_filter, upsample2d
 
 __all__ = ["AugmentPipe", "AdaptiveAugment", "grid_sample", "AUGMENT_PRESETS", "SYM6"]
 

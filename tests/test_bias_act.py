@@ -9,7 +9,7 @@ import torch
 from conftest import require_backend
 
 from ilsgan.ops import BackendUnavailableError, bias_act
-from ilsgan.ops.bias_act import ACTIVATIONS, SPEC
+from ilsgan.ops._bias_act import ACTIVATIONS, SPEC
 
 FAST = ("cpu", "cuda", "triton")
 
@@ -270,7 +270,7 @@ def test_compile_fullgraph_cpu_backend():
 def test_custom_op_path_cpu(act):
     """The torch.library ops that torch.compile traces (eager calls use autograd.Function)."""
     require_backend(SPEC, "cpu")
-    from ilsgan.ops.bias_act import _bias_act_grad_op, _bias_act_op
+    from ilsgan.ops._bias_act import _bias_act_grad_op, _bias_act_op
 
     spec = ACTIVATIONS[act]
     g = torch.Generator().manual_seed(8)

@@ -5,7 +5,7 @@ import torch
 
 from conftest import require_backend
 from ilsgan.ops import BackendUnavailableError
-from ilsgan.ops.composite import SPEC, composite, shift_ref
+from ilsgan.ops._composite import SPEC, composite, shift_ref
 
 FAST = ("cpu", "cuda", "triton")
 

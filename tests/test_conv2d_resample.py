@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import require_backend
 
 from ilsgan.ops import BackendUnavailableError, conv2d_resample
-from ilsgan.ops.conv2d_resample import SPEC, output_size, parse_padding
+from ilsgan.ops._conv2d_resample import SPEC, output_size, parse_padding
 
 # Test-only oracles (also used by test_modulated_conv2d.py): upfirdn2d written from its definition
 # (OPS.md: insert zeros, pad/crop, FIR, decimate, gain), independent of ilsgan.ops.upfirdn2d.
@@ -68,7 +68,7 @@ def conv2d_resample_oracle(x, w, f=None, up=1, down=1, padding=0, groups=1, flip
 
 def ensure_upfirdn2d():
     """Import the real ilsgan.ops.upfirdn2d (conv2d_resample's FIR steps run on it)."""
-    import ilsgan.ops.upfirdn2d  # noqa: F401
+    import ilsgan.ops._upfirdn2d  # noqa: F401
 
     return True
 

@@ -5,7 +5,7 @@ import torch
 
 from conftest import require_backend
 from ilsgan.ops import BackendUnavailableError
-from ilsgan.ops.ils_terms import MASK_SPEC, SPEC, ils_terms, mask_terms
+from ilsgan.ops._ils_terms import MASK_SPEC, SPEC, ils_terms, mask_terms
 
 FAST = ("cpu", "cuda", "triton")
 DISTS = ("laplace", "gaussian")

@@ -5,7 +5,7 @@ import torch
 
 from conftest import require_backend
 from ilsgan.losses import area_loss, binarization_loss, ils_loss, ils_sigma, mask_loss
-from ilsgan.ops.ils_terms import SPEC
+from ilsgan.ops._ils_terms import SPEC
 
 BACKENDS = ("ref", "cpu", "cuda", "triton")
 

@@ -11,7 +11,7 @@ from conftest import require_backend
 from test_conv2d_resample import ensure_upfirdn2d, make_filter
 
 from ilsgan.ops import BackendUnavailableError, modulated_conv2d
-from ilsgan.ops.modulated_conv2d import SPEC, _nvlabs_fma, _nvlabs_grouped
+from ilsgan.ops._modulated_conv2d import SPEC, _nvlabs_fma, _nvlabs_grouped
 
 ensure_upfirdn2d()
 FAST = ("cpu", "triton", "cuda")

@@ -11,7 +11,7 @@ import torch
 from conftest import require_backend
 
 from ilsgan.ops import BackendUnavailableError
-from ilsgan.ops.upfirdn2d import SPEC, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from ilsgan.ops._upfirdn2d import SPEC, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
 FAST = ["cpu", "cuda", "triton"]
 
@@ -363,7 +363,7 @@ def test_forced_unavailable_backend():
 
 
 def test_strict_mode_fallback(monkeypatch):
-    import ilsgan.ops.upfirdn2d as mod
+    import ilsgan.ops._upfirdn2d as mod
 
     x = torch.randn(1, 1, 4, 4)
     monkeypatch.setattr(mod, "_resolve", lambda impl, dt, strict, dtype: mod.resolve(
@@ -403,7 +403,7 @@ def test_package_exports_any_order():
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_opcheck(backend):
     device = require_backend(SPEC, backend)
-    from ilsgan.ops.upfirdn2d import _upfirdn2d_op
+    from ilsgan.ops._upfirdn2d import _upfirdn2d_op
 
     f = setup_filter([1, 3, 3, 1], device=device)
     x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device=device, requires_grad=True)

@@ -18,8 +18,13 @@ echo "== CUDA compile check: $("$PY" -c 'import torch; print("torch", torch.__ve
 echo "== arch list: $TORCH_CUDA_ARCH_LIST; build dir: $out"
 ILSGAN_REQUIRE_CUDA=1 flock /tmp/ilsgan-build.lock "$PY" setup.py -q build_ext --build-lib "$out/lib" --build-temp "$out/tmp"
 so="$(ls "$out"/lib/ilsgan/_C_cuda*.so)"
-archs="$("$CUDA_HOME/bin/cuobjdump" --list-elf "$so" | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')"
-ptx="$("$CUDA_HOME/bin/cuobjdump" --list-ptx "$so" | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')"
+# Some toolkits ship nvcc without cuobjdump; triton's wheel carries one.
+cuobjdump="$CUDA_HOME/bin/cuobjdump"
+[[ -x "$cuobjdump" ]] || cuobjdump="$("$PY" -c 'import os, triton; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))' 2>/dev/null || true)"
+[[ -x "$cuobjdump" ]] || cuobjdump="$(command -v cuobjdump || true)"
+[[ -x "$cuobjdump" ]] || { echo "FAIL: no cuobjdump (neither in $CUDA_HOME/bin nor in triton's wheel) to list the cubins"; exit 1; }
+archs="$("$cuobjdump" --list-elf "$so" | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')"
+ptx="$("$cuobjdump" --list-ptx "$so" | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')"
 echo "== cubins: $archs; ptx: $ptx"
 for a in sm_80 sm_90; do
   [[ " $archs " == *" $a "* ]] || { echo "FAIL: no $a cubin in $so"; exit 1; }

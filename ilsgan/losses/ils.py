@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ilsgan.ops.ils_terms import _ils_terms
+from ilsgan.ops._ils_terms import _ils_terms
 
 
 def ils_sigma(kimg: float, switch_kimg: float = 400.0, early: float = 0.2, late: float = 1.0) -> float:

@@ -9,7 +9,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from . import _ops as ops
+from .. import ops
 from .mapping import MappingNetwork
 from .synthesis import SynthesisNetwork, _check_noise_mode
 
@@ -108,4 +108,4 @@ class LayeredGenerator(nn.Module):
 
 def composite(f: Tensor, b: Tensor, m: Tensor, impl: str = "auto") -> Tensor:
     """Unshifted composite through :func:`ilsgan.ops.composite` (returns only the image)."""
-    return ops.get_op("composite", "composite")(f, b, m, impl=impl)
+    return ops.composite(f, b, m, impl=impl)

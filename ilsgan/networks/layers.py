@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import _ops as ops
+from .. import ops
 
 __all__ = [
     "compute_dtype",

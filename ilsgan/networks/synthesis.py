@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _ops as ops
+from .. import ops
 from .layers import RESAMPLE_FILTER, FullyConnectedLayer, compute_dtype
 
 __all__ = ["SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "SynthesisNetwork", "channels_per_resolution"]

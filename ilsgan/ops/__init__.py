@@ -14,17 +14,17 @@ from ._dispatch import BACKENDS, BackendUnavailableError, backend_info, format_b
 
 # public name -> module of ilsgan.ops that defines it
 _EXPORTS: Dict[str, str] = {
-    "bias_act": "bias_act",
-    "upfirdn2d": "upfirdn2d",
-    "setup_filter": "upfirdn2d",
-    "filter2d": "upfirdn2d",
-    "upsample2d": "upfirdn2d",
-    "downsample2d": "upfirdn2d",
-    "conv2d_resample": "conv2d_resample",
-    "modulated_conv2d": "modulated_conv2d",
-    "composite": "composite",
-    "ils_terms": "ils_terms",
-    "mask_terms": "ils_terms",
+    "bias_act": "_bias_act",
+    "upfirdn2d": "_upfirdn2d",
+    "setup_filter": "_upfirdn2d",
+    "filter2d": "_upfirdn2d",
+    "upsample2d": "_upfirdn2d",
+    "downsample2d": "_upfirdn2d",
+    "conv2d_resample": "_conv2d_resample",
+    "modulated_conv2d": "_modulated_conv2d",
+    "composite": "_composite",
+    "ils_terms": "_ils_terms",
+    "mask_terms": "_ils_terms",
 }
 
 

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import OpSpec, register_op, resolve
-from .conv2d_resample import _check_factor, _check_filter, _upfirdn_impl, conv2d_resample, output_size, parse_padding
+from ._conv2d_resample import _check_factor, _check_filter, _upfirdn_impl, conv2d_resample, output_size, parse_padding
 
 __all__ = ["modulated_conv2d", "SPEC"]
 
@@ -121,7 +121,7 @@ def _nvlabs_modconv(
 
 
 def _epilogue_ref(x, bias, act, alpha, gain, clamp, impl="ref"):
-    from .bias_act import bias_act
+    from ._bias_act import bias_act
 
     if bias is None and act == "linear" and gain == 1 and clamp is None:
         return x
@@ -366,7 +366,7 @@ def _modconv_fast(
         y = _epilogue_op(z, d_epi, noise, e_b, noise_mode, e_act, float(e_alpha), float(e_gain), float(e_clamp),
                          backend)
     if not fused_act:
-        from .bias_act import bias_act
+        from ._bias_act import bias_act
 
         y = bias_act(y, None if bias is None else bias.to(y.dtype), act=act, alpha=alpha, gain=gain, clamp=clamp,
                      impl=backend, strict=strict)

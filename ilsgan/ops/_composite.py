@@ -316,16 +316,3 @@ def composite(
     if shift is None:
         return out
     return out, ms
-
-
-# ``import ilsgan.ops.composite`` makes the package attribute ``ilsgan.ops.composite`` this module
-# (the import system sets it after the module runs), shadowing the lazily exported function. Make
-# the module itself callable as the function so that both spellings keep working.
-class _CallableModule(type(torch)):
-    def __call__(self, *args, **kwargs):
-        return composite(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule

@@ -427,21 +427,3 @@ def downsample2d(x: Tensor, f: Optional[Tensor], down=2, padding=0, flip_filter:
     p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
     return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain, impl=impl,
                      strict=strict)
-
-
-# ``ilsgan.ops`` exports this module's functions lazily; the import system binds the *module* to the
-# package attribute ``upfirdn2d`` when another of its names (e.g. ``upsample2d``) is imported first,
-# which would shadow the function of the same name. Make the module itself callable as the function
-# so that ``from ilsgan.ops import upsample2d, upfirdn2d`` works in any order (eagerly; torch.compile
-# cannot trace a call of a module object: import the function from ``ilsgan.ops.upfirdn2d`` there,
-# or have ``ilsgan.ops.__getattr__`` bind every exported name of a module when it imports it).
-import sys as _sys
-import types as _types
-
-
-class _CallableModule(_types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return upfirdn2d(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule

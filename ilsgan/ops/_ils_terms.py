@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import OpSpec, register_op, resolve
-from .composite import _check_fbm, _check_tensor
+from ._composite import _check_fbm, _check_tensor
 
 SPEC = register_op(OpSpec("ils_terms", ("ref", "cpu", "cuda", "triton")))
 MASK_SPEC = register_op(OpSpec("mask_terms", ("ref", "cpu", "cuda", "triton")))
@@ -349,15 +349,3 @@ def mask_terms(
     if _eager(m):
         return _MaskFn.apply(m, backend)
     return _kernels(backend).mask_terms_fwd(m)
-
-
-# See the end of ilsgan/ops/composite.py: keep ``ilsgan.ops.ils_terms(...)`` callable after an
-# ``import ilsgan.ops.ils_terms``.
-class _CallableModule(type(torch)):
-    def __call__(self, *args, **kwargs):
-        return ils_terms(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule

@@ -99,7 +99,7 @@ def _conv2d_resample_impl(
     """The NVlabs path selection; ``ufd_impl`` is passed to upfirdn2d."""
 
     def ufd(t, filt, up=1, down=1, padding=0, gain=1):
-        from .upfirdn2d import upfirdn2d
+        from ._upfirdn2d import upfirdn2d
 
         return upfirdn2d(t, filt, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain,
                          impl=ufd_impl, strict=strict)
@@ -174,7 +174,7 @@ def _upfirdn_impl(backend: str, device_type: str, dtype: torch.dtype) -> str:
     this device and dtype, else ``"auto"`` (upfirdn2d's own choice, which honours strict mode)."""
     if backend == "ref":
         return "ref"
-    from . import upfirdn2d as ufd_mod
+    from . import _upfirdn2d as ufd_mod
 
     reason = ufd_mod.SPEC.reason(backend, device_type)
     check = getattr(ufd_mod, "_unsupported_for", None)
