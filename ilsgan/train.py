@@ -1,8 +1,9 @@
 """``python -m ilsgan.train``: train ILSGAN.
 
-With no arguments: the ``quick`` preset on the built-in ``synthetic:easy`` data at 32x32 for 30 kimg
-into ``./runs/<timestamp>/`` (a demo sized to finish in about 15 minutes on a 2-core CPU). The paper's
-settings: ``--preset paper64`` / ``--preset paper128`` with ``--data PATH``.
+Without ``--data`` and ``--preset`` (the demo; other options adjust it): the ``quick`` preset on
+the built-in ``synthetic:easy`` data at 32x32 for 30 kimg into ``./runs/<timestamp>/``, sized to
+finish within 15 minutes on a 2-core CPU. The paper's settings: ``--preset paper64`` /
+``--preset paper128`` with ``--data PATH``.
 Multi-GPU: ``torchrun --nproc_per_node=K -m ilsgan.train ...`` (``--batch`` is the global batch).
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 __all__ = ["main", "build_parser", "resolve_config", "DEMO_DEFAULTS"]
 
-# What `python -m ilsgan.train` with no arguments does (see the module docstring / README for why).
+# What `python -m ilsgan.train` does without --data and --preset (see the module docstring / README for why).
 DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=30.0, snap=2.0)
 
 
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ilsgan.train",
         description="Train ILSGAN (layered GAN for unsupervised foreground/background segmentation). "
-                    "With no arguments: a ~15-minute CPU demo (preset 'quick' at 32x32 on synthetic:easy, "
+                    "Without --data and --preset: a ~15-minute CPU demo (preset 'quick' at 32x32 on synthetic:easy, "
                     "30 kimg) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
                     "foreground, background, mask, masked foreground), reals.png, log.jsonl, plot.png, "
                     "config.json and checkpoint-*.pt / checkpoint-latest.pt. Multi-GPU: "
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=None,
                    help="training images: 'synthetic', 'synthetic:easy|medium|hard' (built-in, rendered on the fly), "
                         "a folder of images (searched recursively) or a .zip of images "
-                        f"[no-argument demo: {DEMO_DEFAULTS['data']}; otherwise synthetic:medium]")
+                        f"[demo: {DEMO_DEFAULTS['data']}; with --preset: synthetic:medium]")
     g.add_argument("--crop", choices=("center", "none", "box"), default=None,
                    help="folders/zips: 'center' square crop (default), 'none' (resize whole image), 'box' (1.5x "
                         "object box from boxes.txt)")
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DataLoader worker processes (0 = load in the main process)")
     g = p.add_argument_group("model and schedule")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help=f"network + training preset [no-argument demo: {DEMO_DEFAULTS['preset']}; otherwise quick]")
+                   help=f"network + training preset [demo: {DEMO_DEFAULTS['preset']}; with --data: quick]")
     g.add_argument("--resolution", type=_resolution, default=None,
                    help="training resolution (power of two >= 8) [default: the preset's; demo: 32]")
     g.add_argument("--batch", type=_positive_int("--batch"), default=None,
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="op backend for every op (forcing one that cannot run is an error)")
     g.add_argument("--threads", type=_positive_int("--threads"), default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="print one line per tick (kimg, losses, s/kimg, ETA) instead of a progress bar")
     g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
     return p
 
@@ -221,9 +222,10 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> Dict[str, Any]:
     return cfg
 
 
-def _explicit(argv: List[str]) -> bool:
-    """True when the user gave no option at all (the demo run)."""
-    return len(argv) == 0
+def _is_demo(args: argparse.Namespace) -> bool:
+    """The demo runs when the user chose neither the data nor the preset (nor a run to resume):
+    options such as --outdir, --seed, --kimg or --device adjust the demo instead of replacing it."""
+    return args.data is None and args.preset is None and args.resume is None
 
 
 def _check_outdir(path: Path) -> None:
@@ -242,15 +244,11 @@ def _check_outdir(path: Path) -> None:
 
 
 def _backend_summary(device: str, impl: str) -> str:
-    from .ops import backend_info, load_all_ops
-    load_all_ops()
-    info = backend_info()
+    from .training.loop import op_backends
     dev = "cuda" if str(device).startswith("cuda") else "cpu"
+    forced = "" if impl == "auto" else " (forced)"
     lines = [f"op backends on {dev} (--impl {impl}):"]
-    for op in sorted(info):
-        d = info[op].get(dev, {})
-        chosen = d.get("auto", "?") if impl == "auto" else f"{impl} (forced)"
-        lines.append(f"  {op:18s} {chosen}")
+    lines += [f"  {op:18s} {b}{forced}" for op, b in op_backends(dev, impl).items()]
     return "\n".join(lines)
 
 
@@ -259,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _run(args, demo=_explicit(argv))
+        return _run(args, demo=_is_demo(args))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -349,7 +347,7 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
               f"{getattr(dataset, 'description', data)}, device {dev}, seed {args.seed}, "
               f"ILS {'on' if cfg['ils'] else 'off'}, augment {cfg.get('augment') or 'off'}")
         if demo:
-            print("no arguments given: running the CPU demo (see --help for the options and the paper presets)")
+            print("no --data and no --preset: running the CPU demo (see --help for the options and the paper presets)")
         print(_backend_summary(str(dev), args.impl))
         print(f"output: {run_dir}")
         sys.stdout.flush()

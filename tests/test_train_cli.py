@@ -33,6 +33,15 @@ def test_help_documents_options(capsys):
         assert opt in text, opt
 
 
+def test_demo_is_the_default_unless_data_or_preset_is_chosen():
+    parse = train.build_parser().parse_args
+    assert train._is_demo(parse([])) and train._is_demo(parse(["--outdir", "x", "--seed", "3", "--kimg", "1"]))
+    assert not train._is_demo(parse(["--data", "synthetic:hard"]))
+    assert not train._is_demo(parse(["--preset", "paper64"]))
+    cfg = train.resolve_config(parse(["--kimg", "1"]), demo=True)
+    assert (cfg["resolution"], cfg["kimg"], cfg["name"]) == (train.DEMO_DEFAULTS["resolution"], 1.0, "quick")
+
+
 def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
     args = TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--name", "r", "--kimg", "0.012", "--snap", "0.008"]
     rc, out, _ = run_cli(args, capsys)
@@ -43,6 +52,8 @@ def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
         assert (run / f).exists(), f
     assert str(run) in out and "image grid" in out and "checkpoint" in out
     assert "modulated_conv2d" in out  # backend summary, one line per op
+    recorded = json.load(open(run / "config.json"))["op_backends"]
+    assert recorded["modulated_conv2d"] in ("cpu", "cuda", "triton", "ref") and "composite" in recorded
     recs = [json.loads(l) for l in open(run / "log.jsonl")]
     assert recs[-1]["Progress/kimg"] == pytest.approx(0.012)
     for k in ("Loss/G/adv", "Loss/D/real", "Mask/area", "Mask/binarized", "Progress/augment_p", "Timing/sec_per_kimg"):

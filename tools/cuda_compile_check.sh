@@ -30,15 +30,21 @@ for a in sm_80 sm_90; do
   [[ " $archs " == *" $a "* ]] || { echo "FAIL: no $a cubin in $so"; exit 1; }
 done
 [[ -n "$ptx" ]] || { echo "FAIL: no PTX in $so"; exit 1; }
+src="$PWD/csrc/cuda"
 cd "$out/lib"
-"$PY" - <<'PYEOF'
-import torch, importlib.util, sys
-spec = importlib.util.spec_from_file_location("ilsgan._C_cuda", [p for p in __import__("glob").glob("ilsgan/_C_cuda*.so")][0])
-mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-names = sorted(n for n in dir(torch.ops.ilsgan_cuda) if not n.startswith("_") and n not in ("name", "dispatch"))
-ops = [n for n in names if isinstance(getattr(torch.ops.ilsgan_cuda, n), torch._ops.OpOverloadPacket)]
-print(f"== loaded on CPU; {len(ops)} CUDA ops registered: {', '.join(ops)}")
-sys.exit(0 if ops else 1)
+SRC="$src" "$PY" - <<'PYEOF'
+import glob, importlib.util, os, re, sys
+import torch
+# every op the CUDA sources define (m.def("name(...")) must be registered once the library loads
+wanted = sorted({n for p in glob.glob(os.path.join(os.environ["SRC"], "*.cu"))
+                 for n in re.findall(r'm\.def\(\s*"([A-Za-z0-9_]+)\(', open(p).read())})
+spec = importlib.util.spec_from_file_location("ilsgan._C_cuda", glob.glob("ilsgan/_C_cuda*.so")[0])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+missing = [n for n in wanted if not hasattr(torch.ops.ilsgan_cuda, n)]
+print(f"== loaded on CPU; {len(wanted) - len(missing)}/{len(wanted)} CUDA ops registered: {', '.join(wanted)}")
+if not wanted or missing:
+    print(f"FAIL: not registered: {missing or 'no m.def found in the sources'}")
+    sys.exit(1)
 PYEOF
 echo "== CUDA compile check passed"
 rm -rf "$out"

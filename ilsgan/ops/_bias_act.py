@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._extensions import kernels_missing, match_strides
 from ._dispatch import OpSpec, register_op, resolve, strict_from_env
 
 __all__ = ["bias_act", "ACTIVATIONS", "SPEC"]
@@ -138,15 +139,6 @@ def _layout_of(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _same_layout(t: Tensor, like: Tensor) -> Tensor:
-    """``t`` with the strides of the dense tensor ``like`` (a copy only when they differ)."""
-    if t.stride() == like.stride():
-        return t
-    out = torch.empty_like(like, dtype=t.dtype)
-    out.copy_(t)
-    return out
-
-
 @torch.library.custom_op("ilsgan::bias_act", mutates_args=())
 def _bias_act_op(
     x: Tensor, b: Optional[Tensor], dim: int, act: int, alpha: float, gain: float, clamp: float, backend: str
@@ -164,9 +156,9 @@ def _(x, b, dim, act, alpha, gain, clamp, backend):
 
 def _grad_impl(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db, backend):
     like = y if y is not None else (x if x is not None else g)
-    g = _same_layout(g, like)
+    g = match_strides(g, like)
     if dy is not None:
-        dy = _same_layout(dy, like)
+        dy = match_strides(dy, like)
     if g.numel() == 0:
         db = torch.zeros([g.shape[dim]] if need_db else [0], dtype=g.dtype, device=g.device)
         return torch.empty_like(g), db
@@ -256,14 +248,14 @@ def _grad_backward(ctx, d_dx, d_db):
     dy, x, b, y = ctx.saved_tensors
     like = y if y is not None else x
     if d_dx is not None and like is not None:
-        d_dx = _same_layout(d_dx.contiguous(), like) if d_dx.stride() != like.stride() else d_dx
+        d_dx = match_strides(d_dx.contiguous(), like) if d_dx.stride() != like.stride() else d_dx
     if ctx.need_db and d_db is not None and d_db.numel() > 0:
         shape = [1] * (like.dim() if like is not None else d_dx.dim())
         shape[dim] = -1
         extra = d_db.reshape(shape)
         d_dx = extra.expand(like.shape if like is not None else d_dx.shape) if d_dx is None else d_dx + extra
         if like is not None:
-            d_dx = _same_layout(d_dx, like)
+            d_dx = match_strides(d_dx, like)
     if d_dx is None:
         return (None,) * 11
     d_dy = d_x = d_b = None
@@ -322,24 +314,8 @@ class _BiasActGradFn(torch.autograd.Function):
 # Public function.
 
 
-_missing_cache = {}
-
-
 def _kernel_missing(backend: str) -> Optional[str]:
-    """Why the (loaded) extension / kernel module lacks bias_act, e.g. a stale build; None if present."""
-    if backend not in _missing_cache:
-        reason = None
-        if backend in ("cpu", "cuda"):
-            ns = getattr(torch.ops, f"ilsgan_{backend}")
-            if not (hasattr(ns, "bias_act_fwd") and hasattr(ns, "bias_act_grad")):
-                reason = f"the loaded ilsgan {backend} extension has no bias_act kernels (rebuild it: tools/build.sh)"
-        elif backend == "triton":
-            import importlib.util
-
-            if importlib.util.find_spec("ilsgan.kernels.bias_act") is None:
-                reason = "ilsgan.kernels.bias_act is missing"
-        _missing_cache[backend] = reason
-    return _missing_cache[backend]
+    return kernels_missing("bias_act", backend, ("bias_act_fwd", "bias_act_grad"), "bias_act")
 
 
 def _unsupported(x: Tensor, big: bool = False):

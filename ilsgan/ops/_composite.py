@@ -23,6 +23,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._extensions import kernels_missing
 from ._dispatch import OpSpec, register_op, resolve
 
 SPEC = register_op(OpSpec("composite", ("ref", "cpu", "cuda", "triton")))
@@ -189,23 +190,8 @@ class _CompositeFn(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------------
 # Public function.
 
-_missing_cache = {}
-
-
 def _kernel_missing(backend: str) -> Optional[str]:
-    if backend not in _missing_cache:
-        reason = None
-        if backend in ("cpu", "cuda"):
-            ns = getattr(torch.ops, f"ilsgan_{backend}")
-            if not (hasattr(ns, "composite_fwd") and hasattr(ns, "composite_bwd")):
-                reason = f"the loaded ilsgan {backend} extension has no composite kernels (rebuild it: tools/build.sh)"
-        elif backend == "triton":
-            import importlib.util
-
-            if importlib.util.find_spec("ilsgan.kernels.composite") is None:
-                reason = "ilsgan.kernels.composite is missing"
-        _missing_cache[backend] = reason
-    return _missing_cache[backend]
+    return kernels_missing("composite", backend, ("composite_fwd", "composite_bwd"), "composite")
 
 
 @torch.compiler.assume_constant_result

@@ -54,3 +54,29 @@ def cuda_ops():
 
         raise BackendUnavailableError(reason)
     return torch.ops.ilsgan_cuda
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_missing(op: str, backend: str, kernels: tuple, triton_module: str) -> Optional[str]:
+    """Why the loaded extension (``cpu``/``cuda``: it lacks one of ``kernels``) or the Triton module
+    ``ilsgan.kernels.<triton_module>`` cannot serve ``op`` (a stale or partial build); None if it can."""
+    if backend in ("cpu", "cuda"):
+        ns = getattr(torch.ops, f"ilsgan_{backend}")
+        if not all(hasattr(ns, k) for k in kernels):
+            return f"the loaded ilsgan {backend} extension has no {op} kernels (rebuild it: tools/build.sh)"
+    elif backend == "triton":
+        import importlib.util
+
+        if importlib.util.find_spec(f"ilsgan.kernels.{triton_module}") is None:
+            return f"ilsgan.kernels.{triton_module} is missing"
+    return None
+
+
+def match_strides(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` with exactly the strides of the dense tensor ``like`` (a copy only when they differ):
+    kernels that index both by the same offsets need one layout."""
+    if t.stride() == like.stride():
+        return t
+    out = torch.empty_like(like, dtype=t.dtype)
+    out.copy_(t)
+    return out

@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._extensions import kernels_missing
 from ._dispatch import OpSpec, register_op, resolve
 from ._composite import _check_fbm, _check_tensor
 
@@ -210,24 +211,8 @@ def _eager(*tensors) -> bool:
 # ------------------------------------------------------------------------------------------------
 # Public functions.
 
-_missing_cache = {}
-
-
 def _kernel_missing(backend: str, names) -> Optional[str]:
-    key = (backend, names)
-    if key not in _missing_cache:
-        reason = None
-        if backend in ("cpu", "cuda"):
-            ns = getattr(torch.ops, f"ilsgan_{backend}")
-            if not all(hasattr(ns, n) for n in names):
-                reason = f"the loaded ilsgan {backend} extension has no {names[0]} kernels (rebuild it: tools/build.sh)"
-        elif backend == "triton":
-            import importlib.util
-
-            if importlib.util.find_spec("ilsgan.kernels.ils_terms") is None:
-                reason = "ilsgan.kernels.ils_terms is missing"
-        _missing_cache[key] = reason
-    return _missing_cache[key]
+    return kernels_missing(names[0].rsplit("_", 1)[0], backend, tuple(names), "ils_terms")
 
 
 @torch.compiler.assume_constant_result

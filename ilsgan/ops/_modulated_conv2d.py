@@ -48,6 +48,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._extensions import kernels_missing, match_strides
 from ._dispatch import OpSpec, register_op, resolve
 from ._conv2d_resample import _check_factor, _check_filter, _upfirdn_impl, conv2d_resample, output_size, parse_padding
 
@@ -181,15 +182,6 @@ def _layout_of(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _match(t: Tensor, like: Tensor) -> Tensor:
-    """``t`` with exactly the strides of the dense tensor ``like`` (a copy only when they differ)."""
-    if t.stride() == like.stride():
-        return t
-    out = torch.empty_like(like, dtype=t.dtype)
-    out.copy_(t)
-    return out
-
-
 def _dense(x: Tensor) -> Tensor:
     """``x`` if it is NCHW- or channels_last-contiguous, else a contiguous copy."""
     if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
@@ -249,7 +241,7 @@ def _epilogue_backward(ctx, dy):
     need_dd = d is not None and ctx.needs_input_grad[1]
     need_dn = noise is not None and ctx.needs_input_grad[2]
     need_db = b is not None and ctx.needs_input_grad[3]
-    dy = _match(dy, z)
+    dy = match_strides(dy, z)
     dz, dd, db, dn = _epilogue_bwd_op(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db,
                                       need_dn, backend)
     return (dz if ctx.needs_input_grad[0] else None, dd if need_dd else None, dn if need_dn else None,
@@ -290,7 +282,7 @@ def _scale_setup(ctx, inputs, output):
 def _scale_backward(ctx, dxs):
     x, s = ctx.saved_tensors
     need_ds = ctx.needs_input_grad[1]
-    dxs = _match(dxs, x)
+    dxs = match_strides(dxs, x)
     dx, ds = _scale_bwd_op(dxs, x, s, need_ds, ctx.backend)
     return (dx if ctx.needs_input_grad[0] else None), (ds if need_ds else None), None
 
@@ -357,7 +349,7 @@ def _modconv_fast(
             noise = noise.expand(n, 1, oh, ow).reshape(n, oh * ow).contiguous()
         else:
             noise_mode = 2
-            noise = _match(noise.expand(n, o, oh, ow), z)
+            noise = match_strides(noise.expand(n, o, oh, ow), z)
     if e_b is not None:
         e_b = e_b.to(acc).contiguous()
     if d_epi is None and noise is None and e_b is None and e_act == 1 and e_gain == 1 and e_clamp < 0:
@@ -376,23 +368,9 @@ def _modconv_fast(
 # ------------------------------------------------------------------------------------------------
 # Public function.
 
-_missing_cache = {}
-
-
 def _kernel_missing(backend: str) -> Optional[str]:
-    if backend not in _missing_cache:
-        reason = None
-        if backend in ("cpu", "cuda"):
-            ns = getattr(torch.ops, f"ilsgan_{backend}")
-            if not all(hasattr(ns, k) for k in ("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd")):
-                reason = f"the loaded ilsgan {backend} extension has no modulated_conv2d kernels (rebuild: tools/build.sh)"
-        elif backend == "triton":
-            import importlib.util
-
-            if importlib.util.find_spec("ilsgan.kernels.modulated_conv2d") is None:
-                reason = "ilsgan.kernels.modulated_conv2d is missing"
-        _missing_cache[backend] = reason
-    return _missing_cache[backend]
+    return kernels_missing("modulated_conv2d", backend,
+                           ("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd"), "modulated_conv2d")
 
 
 def _unsupported(dtype: torch.dtype):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._extensions import kernels_missing
 from ._dispatch import OpSpec, register_op, resolve
 
 __all__ = ["upfirdn2d", "setup_filter", "filter2d", "upsample2d", "downsample2d", "SPEC"]
@@ -236,23 +237,8 @@ _upfirdn2d_op.register_autograd(_backward, setup_context=_setup_context)
 # ------------------------------------------------------------------------------------------------
 # Public API.
 
-_missing_cache = {}
-
-
 def _kernel_missing(backend: str) -> Optional[str]:
-    if backend not in _missing_cache:
-        reason = None
-        if backend in ("cpu", "cuda"):
-            ns = getattr(torch.ops, f"ilsgan_{backend}")
-            if not hasattr(ns, "upfirdn2d"):
-                reason = f"the loaded ilsgan {backend} extension has no upfirdn2d kernel (rebuild it: tools/build.sh)"
-        elif backend == "triton":
-            import importlib.util
-
-            if importlib.util.find_spec("ilsgan.kernels.upfirdn2d") is None:
-                reason = "ilsgan.kernels.upfirdn2d is missing"
-        _missing_cache[backend] = reason
-    return _missing_cache[backend]
+    return kernels_missing("upfirdn2d", backend, ("upfirdn2d",), "upfirdn2d")
 
 
 def _unsupported_for(device_type: str, dtype: torch.dtype):

@@ -115,6 +115,15 @@ def _log(msg: str, dist_info: dd.DistInfo, log_fn: Callable[[str], None]) -> Non
         log_fn(msg)
 
 
+
+def op_backends(device_type: str, impl: str) -> Dict[str, str]:
+    """The backend each op runs on ``device_type`` tensors for ``impl`` (what a run records)."""
+    from ..ops import backend_info
+    if impl != "auto":
+        return {op: impl for op in sorted(backend_info())}
+    return {op: str(d.get(device_type, {}).get("auto")) for op, d in sorted(backend_info().items())}
+
+
 def training_loop(
     cfg: Dict[str, Any],
     run_dir: str | os.PathLike,
@@ -258,6 +267,7 @@ def training_loop(
         import json
         with open(run_dir / "config.json", "w") as f:
             json.dump({"config": ck._plain(cfg), "data": str(data), "device": str(device), "impl": impl,
+                       "op_backends": op_backends(device.type, impl),
                        "seed": seed, "world_size": world, "resumed_from": ckpt["path"] if ckpt else None},
                       f, indent=2)
         logger = JsonlLogger(run_dir / "log.jsonl")
@@ -378,12 +388,15 @@ def training_loop(
                 if warn:
                     msg = f"warning at {cur_nimg / 1000:.2f} kimg: {warn}"
                     (pbar.write(msg) if pbar is not None else log_fn(msg))
+                summary = (f"G {rec.get('Loss/G/adv', float('nan')):.3f} "
+                           f"D {rec.get('Loss/D/real', float('nan')) + rec.get('Loss/D/fake', float('nan')):.3f} "
+                           f"area {rec.get('Mask/area', float('nan')):.2f} p {rec['Progress/augment_p']:.3f} "
+                           f"{rec['Timing/sec_per_kimg']:.1f}s/kimg")
                 if pbar is not None:
-                    pbar.set_postfix_str(
-                        f"G {rec.get('Loss/G/adv', float('nan')):.3f} "
-                        f"D {rec.get('Loss/D/real', float('nan')) + rec.get('Loss/D/fake', float('nan')):.3f} "
-                        f"area {rec.get('Mask/area', float('nan')):.2f} p {rec['Progress/augment_p']:.3f} "
-                        f"{rec['Timing/sec_per_kimg']:.1f}s/kimg", refresh=False)
+                    pbar.set_postfix_str(summary, refresh=False)
+                else:  # no bar (--no-progress, logs to a file): one line per tick, with an ETA
+                    eta = (total_nimg - cur_nimg) / 1000 * rec["Timing/sec_per_kimg"]
+                    log_fn(f"kimg {cur_nimg / 1000:.2f}/{total_nimg / 1000:g}  {summary}  ETA {eta / 60:.1f} min")
             last_record = rec
             t_tick, tick_start_nimg = now, cur_nimg
             next_tick = (cur_nimg // tick_nimg + 1) * tick_nimg
