@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 import time
 
-# Large CPU tensors: back allocations with transparent huge pages (a torch knob read at the first
-# allocation), so that every impl - ref, compile, ours and the copy yardstick - is timed without
-# the page-fault storm of freshly mmapped memory (which otherwise costs more than the kernels and
-# hides their differences). Set THP_MEM_ALLOC_ENABLE=0 to measure with the default allocator.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# THP_MEM_ALLOC_ENABLE (huge-page-backed CPU allocations) is no longer set here: on the 2-core AMD
+# EPYC machines of 2026-12 it made each fresh multi-MB output cost ~1.5 ms of page zeroing, so
+# results mostly timed the allocator; the malloc settings below remove that cost for every impl.
+# extra_info records both.
 
 from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple  # noqa: E402
 
@@ -26,6 +25,15 @@ import torch  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"
+# CPU: the malloc settings `python -m ilsgan.train` uses (ilsgan/training/cpu_malloc.py), for every
+# impl alike, so that the numbers are what a training run sees; ILSGAN_BENCH_MALLOC=default to
+# measure glibc's defaults instead.
+MALLOC = "default"
+if not ON_GPU and os.environ.get("ILSGAN_BENCH_MALLOC", "tuned") == "tuned":
+    from ilsgan.training.cpu_malloc import tune_malloc_for_training
+
+    tune_malloc_for_training()
+    MALLOC = "tuned"
 # impls benchmarked per device: plain torch, torch.compile of it, and our fast backends
 IMPLS: Tuple[str, ...] = ("ref", "compile", "cuda", "triton") if ON_GPU else ("ref", "compile", "cpu")
 ROUNDS = 30 if ON_GPU else 5  # minimum rounds per benchmark
@@ -101,7 +109,7 @@ def run(benchmark, fn: Callable, *, group: str, impl: str, bytes: Optional[int] 
     """Time ``fn`` (which must include its own ``sync()`` on GPU) with the project's conventions."""
     benchmark.group = group
     info = {"impl": impl, "device": torch.cuda.get_device_name() if ON_GPU else "cpu",
-            "threads": torch.get_num_threads(), "thp": os.environ.get("THP_MEM_ALLOC_ENABLE", "")}
+            "threads": torch.get_num_threads(), "thp": os.environ.get("THP_MEM_ALLOC_ENABLE", ""), "malloc": MALLOC}
     if bytes is not None:
         info["bytes"] = int(bytes)
     info.update(extra)

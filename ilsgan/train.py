@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="op backend for every op (forcing one that cannot run is an error)")
     g.add_argument("--threads", type=_positive_int("--threads"), default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--no-progress", action="store_true", help="print one line per tick (kimg, losses, s/kimg, ETA) instead of a progress bar")
+    g.add_argument("--cpu-malloc", choices=("tuned", "default"), default="tuned",
+                   help="CPU runs: 'tuned' makes glibc keep freed tensors for reuse instead of returning "
+                        "them to the OS (paper64 on 2 cores: 1.5x faster); 'default' leaves malloc alone")
+    g.add_argument("--no-progress", action="store_true",
+                   help="print one line per tick (kimg, losses, s/kimg, ETA) instead of a progress bar")
     g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
     return p
 
@@ -280,6 +284,10 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
         raise UsageError("--device cuda requested but CUDA is not available in this torch build/machine")
     if dev.type not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu or cuda[:N], got {device!r}")
+    malloc_note = None
+    if dev.type == "cpu" and args.cpu_malloc == "tuned":
+        from .training.cpu_malloc import tune_malloc_for_training
+        malloc_note = tune_malloc_for_training()
 
     cfg = resolve_config(args, demo)
     data = args.data or (DEMO_DEFAULTS["data"] if demo else "synthetic:medium")
@@ -349,6 +357,8 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
         if demo:
             print("no --data and no --preset: running the CPU demo (see --help for the options and the paper presets)")
         print(_backend_summary(str(dev), args.impl))
+        if malloc_note:
+            print(malloc_note)
         print(f"output: {run_dir}")
         sys.stdout.flush()
 

@@ -129,3 +129,11 @@ def test_sigint_saves_checkpoint(tmp_path):
     from ilsgan.checkpoints import load_checkpoint
     ck = load_checkpoint(tmp_path / "s" / "checkpoint-latest.pt")
     assert ck["counters"]["iteration"] >= 1
+
+
+def test_cpu_malloc_tuning_reports_what_it_did():
+    from ilsgan.training.cpu_malloc import tune_malloc_for_training
+
+    first = tune_malloc_for_training()
+    assert first.startswith("malloc: ") and tune_malloc_for_training() == first
+    assert "--cpu-malloc" in train.build_parser().format_help()

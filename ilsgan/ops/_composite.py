@@ -184,7 +184,15 @@ class _CompositeFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, go, gms):
-        return _fwd_backward(ctx, go, gms)
+        if torch.is_grad_enabled():  # create_graph: the backward must be differentiable (custom op)
+            return _fwd_backward(ctx, go, gms)
+        # first order only: the kernel directly, without the custom op's dispatch overhead (it was
+        # about half the time of a 32x3x64x64 forward+backward)
+        f, b, m, shift = ctx.saved_tensors
+        go = torch.zeros_like(f) if go is None else go.contiguous()
+        gms = None if shift is None or gms is None else gms.contiguous()
+        gf, gb, gm = _kernels(ctx.backend)[1](go, gms, f, b, m, shift)
+        return gf, gb, gm, None, None
 
 
 # ------------------------------------------------------------------------------------------------
