@@ -18,11 +18,15 @@ if [[ $mode == tests || $mode == all ]]; then
   timeout ${TEST_TIMEOUT:-240} $py -m pytest -q -x -p no:cacheprovider ${TEST_FILES:-tests/test_bias_act.py tests/test_upfirdn2d.py tests/test_composite.py tests/test_ils_terms.py tests/test_modulated_conv2d.py tests/test_conv2d_resample.py} 2>&1 | tail -40 | tee "$out/tests.log"
 fi
 if [[ $mode == bench || $mode == all ]]; then
-  files=${*:-benchmarks/bench_copy.py benchmarks/bench_bias_act.py benchmarks/bench_upfirdn2d.py}
+  files=${*:-benchmarks/bench_bias_act.py benchmarks/bench_upfirdn2d.py benchmarks/bench_composite.py benchmarks/bench_ils_terms.py benchmarks/bench_modulated_conv2d.py}
   for f in $files; do
     name=$(basename "$f" .py)
-    timeout ${BENCH_TIMEOUT:-150} $py -m pytest -q -p no:cacheprovider "$f" --benchmark-enable \
+    # the copy yardstick in the same run, so report.py can give bandwidth as a fraction of it
+    timeout ${BENCH_TIMEOUT:-150} $py -m pytest -q -p no:cacheprovider benchmarks/bench_copy.py "$f" --benchmark-enable \
       --benchmark-json="$out/${name}_${dev}.json" 2>&1 | tail -3
+    $py benchmarks/report.py "$out/${name}_${dev}.json" --md > "$out/${name}_${dev}.md" 2>&1
   done
+  timeout ${TRAIN_TIMEOUT:-240} $py benchmarks/bench_train.py --presets paper64 paper128 --impls auto ref --iters 10 \
+    2>&1 | grep -v Warning | tee "$out/train_${dev}.txt"
 fi
 echo "== done in $((SECONDS - t0)) s"
