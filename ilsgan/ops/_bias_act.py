@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._validate import as_float
 from ._extensions import kernels_missing, match_strides
 from ._dispatch import OpSpec, register_op, resolve, strict_from_env
 
@@ -349,15 +350,7 @@ def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.d
 
 
 def _as_float(name: str, value, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, Tensor) and value.numel() == 1:
-            value = value.item()
-        else:
-            raise TypeError(f"bias_act: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"bias_act: {name} must be finite, got {value}")
-    return value
+    return as_float("bias_act", name, value, allow_inf)
 
 
 def bias_act(

@@ -48,6 +48,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._validate import as_float
 from ._extensions import kernels_missing, match_strides
 from ._dispatch import OpSpec, register_op, resolve
 from ._conv2d_resample import _check_factor, _check_filter, _upfirdn_impl, conv2d_resample, output_size, parse_padding
@@ -391,15 +392,7 @@ def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.d
 
 
 def _as_float(name: str, value, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, Tensor) and value.numel() == 1:
-            value = value.item()
-        else:
-            raise TypeError(f"{_OP}: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{_OP}: {name} must be finite, got {value}")
-    return value
+    return as_float(_OP, name, value, allow_inf)
 
 
 def _check_tensor(t, name, x, allow_other_float=True):
