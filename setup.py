@@ -66,7 +66,7 @@ class AtomicBuildExtension(cpp_extension.BuildExtension):
 
 
 # torch 2.14's headers use C++20 features; older releases are built (and tested) as C++17.
-CXX_STD = "-std=c++20" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 14) else "-std=c++17"
+CXX_STD = "-std=c++20" if torch.__version__ >= "2.14" else "-std=c++17"
 cxx_flags = ["-O3", CXX_STD, "-fopenmp", f"-march={os.environ.get('ILSGAN_CPU_ARCH', 'native')}"]
 ext_modules = [
     cpp_extension.CppExtension(

@@ -16,19 +16,14 @@ Augmentation p = 0 (the start of training; ADA raises p later, adding its cost).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 
 import pytest
 import torch
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-if DEVICE.type == "cpu" and os.environ.get("ILSGAN_BENCH_MALLOC", "tuned") == "tuned":
-    # as `python -m ilsgan.train` does on CPU (ILSGAN_BENCH_MALLOC=default: glibc's defaults)
-    from ilsgan.training.cpu_malloc import tune_malloc_for_training
-
-    tune_malloc_for_training()
+# conftest also applies the training run's CPU malloc setting, in script mode too
+from conftest import DEVICE
 PRESETS = ("quick", "paper64", "paper128") if DEVICE.type == "cuda" else ("quick",)
 IMPLS = ("auto", "ref")
 BATCH = 32

@@ -249,7 +249,7 @@ def _grad_backward(ctx, d_dx, d_db):
     dy, x, b, y = ctx.saved_tensors
     like = y if y is not None else x
     if d_dx is not None and like is not None:
-        d_dx = match_strides(d_dx.contiguous(), like) if d_dx.stride() != like.stride() else d_dx
+        d_dx = match_strides(d_dx, like)
     if ctx.need_db and d_db is not None and d_db.numel() > 0:
         shape = [1] * (like.dim() if like is not None else d_dx.dim())
         shape[dim] = -1

@@ -211,10 +211,6 @@ def _eager(*tensors) -> bool:
 # ------------------------------------------------------------------------------------------------
 # Public functions.
 
-def _kernel_missing(backend: str, names) -> Optional[str]:
-    return kernels_missing(names[0].rsplit("_", 1)[0], backend, tuple(names), "ils_terms")
-
-
 @torch.compiler.assume_constant_result
 def _resolve(which: str, impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
     spec = SPEC if which == "ils" else MASK_SPEC
@@ -227,7 +223,7 @@ def _resolve(which: str, impl: str, device_type: str, strict: Optional[bool], dt
             return f"dtype {dtype} not handled"
         if backend == "cpu" and dtype == torch.bfloat16:
             return "the cpu kernels take float16/float32/float64 (bfloat16 on GPU backends)"
-        return _kernel_missing(backend, names)
+        return kernels_missing(spec.name, backend, names, "ils_terms")
 
     return resolve(spec, impl, torch.device(device_type), strict, unsupported)
 

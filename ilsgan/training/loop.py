@@ -115,13 +115,10 @@ def _log(msg: str, dist_info: dd.DistInfo, log_fn: Callable[[str], None]) -> Non
         log_fn(msg)
 
 
-
 def op_backends(device_type: str, impl: str) -> Dict[str, str]:
     """The backend each op runs on ``device_type`` tensors for ``impl`` (what a run records)."""
     from ..ops import backend_info
-    if impl != "auto":
-        return {op: impl for op in sorted(backend_info())}
-    return {op: str(d.get(device_type, {}).get("auto")) for op, d in sorted(backend_info().items())}
+    return {op: d[device_type]["auto"] if impl == "auto" else impl for op, d in sorted(backend_info().items())}
 
 
 def training_loop(
