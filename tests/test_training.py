@@ -96,11 +96,40 @@ def test_one_iteration_changes_parameters():
         assert all(g is not None and torch.isfinite(g).all() for g in grads), name
         opt.step()
         all_stats.update(stats)
-    for k in ("Loss/G/adv", "Loss/ILS", "Loss/D/real", "Loss/D/fake", "Loss/D/reg", "Mask/area"):
+    for k in ("Loss/G/adv", "Loss/ILS", "Loss/D/real", "Loss/D/fake", "Loss/D/reg", "Mask/area", "Mask/diversity"):
         assert math.isfinite(float(all_stats[k])), k
     changed_g = sum(not torch.equal(a, b) for a, b in zip(g0, G.parameters()))
     changed_d = sum(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
     assert changed_g == len(g0) and changed_d == len(d0)
+
+
+def test_mask_warnings():
+    from ilsgan.training.stats import collapse_warning
+    healthy = {"Mask/area": 0.3, "Mask/binarized": 0.95, "Mask/diversity": 0.4, "Mask/collapsed_fg": 0.0,
+               "Mask/collapsed_bg": 0.0}
+    assert collapse_warning(healthy) is None
+    assert "all foreground" in collapse_warning(dict(healthy, **{"Mask/collapsed_fg": 0.75}))
+    assert "all background" in collapse_warning(dict(healthy, **{"Mask/collapsed_bg": 0.5}))
+    fixed = collapse_warning(dict(healthy, **{"Mask/diversity": 0.03}))
+    assert fixed is not None and fixed.startswith("fixed mask") and "0.030" in fixed
+    # soft masks early in training are not yet judged
+    assert collapse_warning(dict(healthy, **{"Mask/diversity": 0.03, "Mask/binarized": 0.5})) is None
+
+
+def test_mask_diversity_statistic():
+    # the same mask for every sample -> 0; independent random masks -> about 0.5
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    G, D = build_networks(cfg)
+    loss = ILSGANLoss(G, D, None, loss_weights_from_config(cfg))
+    same = torch.rand(1, 1, 16, 16).round().expand(8, 1, 16, 16)
+    varied = torch.rand(8, 1, 16, 16).round()
+    fake = {"fg": torch.rand(8, 3, 16, 16), "bg": torch.rand(8, 3, 16, 16)}
+    for mask, lo, hi in ((same, 0.0, 1e-6), (varied, 0.4, 0.6)):
+        loss._layers = lambda z, mask=mask: dict(fake, mask=mask.clone().requires_grad_(True))
+        G.requires_grad_(False)
+        stats = loss.accumulate_gradients("Gmain", torch.rand(8, 3, 16, 16), torch.randn(8, G.z_dim))
+        assert lo <= float(stats["Mask/diversity"]) <= hi
 
 
 def test_ils_off_ablation():

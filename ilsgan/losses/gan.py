@@ -169,6 +169,8 @@ class ILSGANLoss:
                 "Mask/binarized": (torch.minimum(md, 1 - md) < 0.1).float().mean(),
                 "Mask/collapsed_fg": (area > 0.99).float().mean(),
                 "Mask/collapsed_bg": (area < 0.01).float().mean(),
+                # per-pixel std of the mask over the batch: ~0 when every sample gets the same mask
+                "Mask/diversity": md.std(0).mean() if md.shape[0] > 1 else md.new_zeros(()),
                 "Mask/L_bin": torch.minimum(m_T.detach(), 1 - m_T.detach()).flatten(1).mean(1).mean(),
             })
             return stats

@@ -44,8 +44,10 @@ class StatsCollector:
         return {k: float(v) for k, v in zip(keys, vals.tolist())}
 
 
-def collapse_warning(record: Dict[str, float], threshold: float = 0.5) -> Optional[str]:
-    """A message when most generated masks are (almost) all-foreground or all-background."""
+def collapse_warning(record: Dict[str, float], threshold: float = 0.5, min_diversity: float = 0.1) -> Optional[str]:
+    """A message when most generated masks are (almost) all-foreground or all-background, or when the
+    masks are binarized but the same for every sample (``Mask/diversity``, the per-pixel std of the
+    mask over the batch, below ``min_diversity``): a fixed shape does not segment anything."""
     fg = record.get("Mask/collapsed_fg", 0.0)
     bg = record.get("Mask/collapsed_bg", 0.0)
     area = record.get("Mask/area")
@@ -55,6 +57,10 @@ def collapse_warning(record: Dict[str, float], threshold: float = 0.5) -> Option
     if bg >= threshold:
         return (f"mask collapse: {bg:.0%} of generated masks cover < 1% of the image (all background; "
                 f"mean area {area:.3f})")
+    div, binarized = record.get("Mask/diversity"), record.get("Mask/binarized", 0.0)
+    if div is not None and binarized >= 0.8 and div < min_diversity:
+        return (f"fixed mask: the masks are binarized ({binarized:.0%} of pixels) but nearly the same for every "
+                f"sample (per-pixel std over the batch {div:.3f} < {min_diversity}); they do not follow the objects")
     return None
 
 
@@ -121,7 +127,7 @@ _PANELS = [
     ("Adversarial losses", ["Loss/G/adv", "Loss/D/real", "Loss/D/fake"]),
     ("R1 penalty (raw ||grad||^2)", ["Loss/r1_penalty"]),
     ("ILS term", ["Loss/ILS"]),
-    ("Mask statistics", ["Mask/area", "Mask/binarized", "Mask/collapsed_fg", "Mask/collapsed_bg"]),
+    ("Mask statistics", ["Mask/area", "Mask/binarized", "Mask/diversity", "Mask/collapsed_fg", "Mask/collapsed_bg"]),
     ("Augmentation", ["Progress/augment_p", "Progress/ada_rt"]),
     ("Speed (sec/kimg)", ["Timing/sec_per_kimg"]),
 ]
