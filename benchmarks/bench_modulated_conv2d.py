@@ -4,8 +4,11 @@ or ToRGB: 1x1, no demodulation, bias, clamp).
 
 impls: ``ref`` (our plain-torch path), ``compile`` (torch.compile of ref), ``nvlabs_grouped`` (NVlabs
 per-sample weights + grouped conv, then plain-torch bias_act), ``nvlabs_fma`` (NVlabs scale ->
-shared conv -> fma(d, noise), then plain-torch bias_act), and the fast backends of the device
-(``cpu``; ``cuda``, ``triton`` on a GPU). On CPU everything runs in float32; on a GPU the layers at
+shared conv -> fma(d, noise), then plain-torch bias_act), the fast backends of the device
+(``cpu``; ``cuda``, ``triton`` on a GPU), and ``conv_only``: torch's convolution of the layer alone
+(shared weight, no modulation, no epilogue; gradients w.r.t. x and the weight), the floor of any
+implementation that runs torch's conv, so ``nvlabs_fma / conv_only`` bounds what fusing the rest can
+gain. On CPU everything runs in float32; on a GPU the layers at
 16 px and above run in float16 with clamp 256 (NVlabs mixed precision: fp32 weights/styles).
 
 Shapes (channels ``min(16384/res, 256)``): ``conv<C>@R`` (3x3, C->C at R), ``up<Ci>-<Co>@R`` (3x3
@@ -38,7 +41,7 @@ SUBSET = [("conv", 256, 256, 8), ("conv", 256, 256, 32), ("conv", 256, 256, 64),
           ("up", 256, 256, 16), ("up", 256, 256, 64), ("torgb", 256, 4, 32), ("torgb", 128, 4, 128)]
 SHAPES = ALL_SHAPES if (ON_GPU or os.environ.get("ILSGAN_BENCH_SHAPES") == "all") else SUBSET
 CL = os.environ.get("ILSGAN_BENCH_CL") == "1"
-IMPLS = ("ref", "compile", "nvlabs_grouped", "nvlabs_fma") + tuple(i for i in BASE_IMPLS if i not in ("ref", "compile"))
+IMPLS = ("ref", "compile", "nvlabs_grouped", "nvlabs_fma", "conv_only") + tuple(i for i in BASE_IMPLS if i not in ("ref", "compile"))
 
 
 def shape_id(s):
@@ -75,7 +78,16 @@ def _layer(shape):
     return inputs, kw
 
 
+def _conv_only(x, weight, kind):
+    weight = weight.to(x.dtype)
+    if kind == "up":
+        return torch.nn.functional.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=1, output_padding=1)
+    return torch.nn.functional.conv2d(x, weight, padding=weight.shape[-1] // 2)
+
+
 def _fn(impl, shape, kw):
+    if impl == "conv_only":
+        return lambda **t: _conv_only(t["x"], t["weight"], shape[0])
     if impl == "nvlabs_grouped":
         return lambda **t: _nvlabs_grouped(**t, **kw)
     if impl == "nvlabs_fma":
@@ -97,7 +109,7 @@ def _rounds(shape):
 @pytest.mark.parametrize("kind", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_modulated_conv2d(benchmark, shape, kind, impl):
-    if impl not in ("nvlabs_grouped", "nvlabs_fma"):
+    if impl not in ("nvlabs_grouped", "nvlabs_fma", "conv_only"):
         reason = impl_skip_reason(SPEC, impl)
         if reason is not None:
             pytest.skip(reason)
@@ -125,7 +137,7 @@ def test_modulated_conv2d(benchmark, shape, kind, impl):
 
         def fn():
             y = f(**leaves)
-            torch.autograd.grad(y, [leaves[k] for k in names], dy)
+            torch.autograd.grad(y, [leaves[k] for k in names], dy, allow_unused=True)
             if ON_GPU:
                 torch.cuda.synchronize()
         nbytes = 3 * (n_x + n_y) + 2 * n_w
@@ -134,14 +146,14 @@ def test_modulated_conv2d(benchmark, shape, kind, impl):
 
 
 def _interleaved(rounds: int = 3) -> None:
-    """CPU A/B without pytest: per shape, NVlabs grouped, NVlabs fma and our fast backend alternate
-    round by round (fwd+bwd), so that load from other processes hits all three alike; medians."""
+    """CPU A/B without pytest: per shape, NVlabs grouped, NVlabs fma, our fast backend and the conv
+    alone alternate round by round (fwd+bwd), so that load from other processes hits all alike; medians."""
     import statistics
     import time
 
     fast = "cuda" if ON_GPU else "cpu"
-    impls = ["nvlabs_grouped", "nvlabs_fma", fast]
-    print(f"{'shape':<16} " + " ".join(f"{i:>15}" for i in impls) + "   best_nvlabs/" + fast)
+    impls = ["nvlabs_grouped", "nvlabs_fma", fast, "conv_only"]
+    print(f"{'shape':<16} " + " ".join(f"{i:>15}" for i in impls) + f"   best_nvlabs/{fast}  best_nvlabs/conv_only")
     for shape in SHAPES:
         inputs, kw = _layer(shape)
         leaves = {k: v.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
@@ -153,7 +165,7 @@ def _interleaved(rounds: int = 3) -> None:
             for i in impls:
                 t = time.perf_counter()
                 y = fns[i](**leaves)
-                torch.autograd.grad(y, list(leaves.values()), dy)
+                torch.autograd.grad(y, list(leaves.values()), dy, allow_unused=True)
                 if ON_GPU:
                     torch.cuda.synchronize()
                 if r:
@@ -161,7 +173,7 @@ def _interleaved(rounds: int = 3) -> None:
         med = {i: statistics.median(v) for i, v in times.items()}
         best = min(med["nvlabs_grouped"], med["nvlabs_fma"])
         print(f"{shape_id(shape):<16} " + " ".join(f"{med[i] * 1e3:>13.1f}ms" for i in impls)
-              + f"   {best / med[fast]:.2f}x", flush=True)
+              + f"   {best / med[fast]:>14.2f}x  {best / med['conv_only']:>20.2f}x", flush=True)
 
 
 if __name__ == "__main__":  # python benchmarks/bench_modulated_conv2d.py [ROUNDS]

@@ -280,3 +280,24 @@ def test_fast_one_pixel_output_and_noise_kinds(backend):
             want = _run(modulated_conv2d, args, opts, dy, impl="ref")
             got = _run(modulated_conv2d, args, opts, dy, impl=backend)
             _assert_same(got, want, 1e-10, 1e-10, f"{backend} 1x1 {layout} noise {noise_shape}")
+
+
+@pytest.mark.parametrize("outputs", (1, 3, 4, 8, 9))
+def test_cpu_torgb_kernel_matches_ref(outputs):
+    # The cpu backend runs 1x1 layers with up to 8 outputs on its own kernel (one pass over x per
+    # direction) and more outputs as a batched matmul: both against ref in float64, odd sizes, batch 1.
+    require_backend(SPEC, "cpu")
+    for n, i, h, w, seed in ((1, 7, 5, 3, 0), (3, 33, 17, 9, 1)):
+        g = torch.Generator().manual_seed(seed + 10 * outputs)
+        args = dict(x=torch.randn(n, i, h, w, generator=g, dtype=torch.float64),
+                    weight=torch.randn(outputs, i, 1, 1, generator=g, dtype=torch.float64),
+                    styles=torch.randn(n, i, generator=g, dtype=torch.float64) + 1,
+                    bias=torch.randn(outputs, generator=g, dtype=torch.float64))
+        dy = torch.randn(n, outputs, h, w, generator=g, dtype=torch.float64)
+        want = _run(modulated_conv2d, args, dict(demodulate=False), dy, impl="ref")
+        got = _run(modulated_conv2d, args, dict(demodulate=False), dy, impl="cpu")
+        _assert_same(got, want, 1e-12, 1e-12, f"torgb outputs={outputs} n={n}")
+    x = args["x"][:, :, :3, :2].clone().requires_grad_(True)
+    wt, s = (args[k].clone().requires_grad_(True) for k in ("weight", "styles"))
+    assert torch.autograd.gradcheck(lambda a, b, c: modulated_conv2d(a, b, c, demodulate=False, impl="cpu"),
+                                    (x, wt, s), eps=1e-6, atol=1e-6)

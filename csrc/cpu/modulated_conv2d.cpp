@@ -7,7 +7,13 @@
 //      dd[n,o] = sum_hw du*z, db[o] = sum_{n,hw} du, dnoise = sum_o du (mode 1) or du (mode 2),
 //      all in ONE pass over (dy, z).
 // modconv_scale_bwd(dxs, x, s, need_ds) -> (dx, ds): dx = dxs*s[n,i], ds[n,i] = sum_hw dxs*x, one pass.
+// modconv_1x1_fwd(x, w) -> z: z[n,o,p] = sum_i w[n,o,i] x[n,i,p], per-sample weights w [N,O,I] with few
+//   outputs (O <= 8: ToRGB), one streaming pass over x.
+// modconv_1x1_bwd(dz, x, w, need_dx, need_dw) -> (dx, dw): dx[n,i,p] = sum_o w[n,o,i] dz[n,o,p] and
+//   dw[n,o,i] = sum_p dz[n,o,p] x[n,i,p] in ONE pass over x (the layer is memory-bound: x is the
+//   only large tensor; a BLAS formulation reads it twice and runs at small-O GEMM efficiency).
 //
+// The 1x1 kernels take NCHW-contiguous x/z/dz (float16/32/64) and w in the compute dtype.
 // z/y/dy/dz (and noise in mode 2) are NCHW- or channels_last-contiguous (same layout); z is
 // float16/float32/float64, computed in float32 (float64 for float64). d [N,O], b [O], noise mode 1
 // [N,H*W] and the reductions are in the compute dtype. act: 1 linear, 2 relu, 3 lrelu (alpha >= 0).
@@ -16,6 +22,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -397,6 +404,167 @@ std::tuple<at::Tensor, at::Tensor> modconv_scale_bwd(const at::Tensor& dxs, cons
   return std::make_tuple(dx, ds);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Per-sample 1x1 convolution with few outputs (ToRGB).
+
+constexpr int kMax1x1Outputs = 8;
+constexpr int64_t kPixelBlock = 256;
+
+template <typename T, int O>
+void conv1x1_fwd_kernel(const T* __restrict x, const typename Acc<T>::type* __restrict w, T* __restrict z,
+                        int64_t N, int64_t I, int64_t P) {
+  using A = typename Acc<T>::type;
+  const int64_t nblk = (P + kPixelBlock - 1) / kPixelBlock;
+  at::parallel_for(0, N * nblk, 1, [&](int64_t t0, int64_t t1) {
+    A acc[O][kPixelBlock];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / nblk, p0 = (t % nblk) * kPixelBlock, len = std::min(kPixelBlock, P - p0);
+      for (int o = 0; o < O; ++o)
+        for (int64_t j = 0; j < len; ++j) acc[o][j] = A(0);
+      const A* wn = w + n * O * I;
+      for (int64_t i = 0; i < I; ++i) {
+        const T* xr = x + (n * I + i) * P + p0;
+        A wv[O];
+        for (int o = 0; o < O; ++o) wv[o] = wn[o * I + i];
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) {
+          const A xv = static_cast<A>(xr[j]);
+          for (int o = 0; o < O; ++o) acc[o][j] += wv[o] * xv;
+        }
+      }
+      for (int o = 0; o < O; ++o) {
+        T* zr = z + (n * O + o) * P + p0;
+        for (int64_t j = 0; j < len; ++j) zr[j] = static_cast<T>(acc[o][j]);
+      }
+    }
+  });
+}
+
+template <typename T, int O>
+void conv1x1_bwd_kernel(const T* __restrict dz, const T* __restrict x, const typename Acc<T>::type* __restrict w,
+                        T* __restrict dx, typename Acc<T>::type* __restrict dw, int64_t N, int64_t I, int64_t P) {
+  using A = typename Acc<T>::type;
+  constexpr int L = 16;  // partial sums per output: a fixed-order, vectorizable reduction
+  at::parallel_for(0, N * I, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / I, i = r % I;
+      const T* xr = x + r * P;
+      const T* dzn = dz + n * O * P;
+      A wv[O];
+      for (int o = 0; o < O; ++o) wv[o] = w[(n * O + o) * I + i];
+      A part[O][L] = {};
+      T* dxr = dx ? dx + r * P : nullptr;
+      int64_t p = 0;
+      for (; p + L <= P; p += L) {
+        A g[L];
+        for (int k = 0; k < L; ++k) g[k] = A(0);
+        for (int o = 0; o < O; ++o) {
+          const T* dzr = dzn + o * P + p;
+#pragma omp simd
+          for (int k = 0; k < L; ++k) {
+            const A d = static_cast<A>(dzr[k]);
+            g[k] += wv[o] * d;
+            part[o][k] += d * static_cast<A>(xr[p + k]);
+          }
+        }
+        if (dxr)
+          for (int k = 0; k < L; ++k) dxr[p + k] = static_cast<T>(g[k]);
+      }
+      for (; p < P; ++p) {
+        A g = A(0);
+        for (int o = 0; o < O; ++o) {
+          const A d = static_cast<A>(dzn[o * P + p]);
+          g += wv[o] * d;
+          part[o][0] += d * static_cast<A>(xr[p]);
+        }
+        if (dxr) dxr[p] = static_cast<T>(g);
+      }
+      if (dw)
+        for (int o = 0; o < O; ++o) {
+          A sum = A(0);
+          for (int k = 0; k < L; ++k) sum += part[o][k];
+          dw[(n * O + o) * I + i] = sum;
+        }
+    }
+  });
+}
+
+template <typename T, template <typename, int> class K, typename... Args>
+void with_outputs(int64_t O, Args... args) {
+  switch (O) {
+    case 1: K<T, 1>::run(args...); break;
+    case 2: K<T, 2>::run(args...); break;
+    case 3: K<T, 3>::run(args...); break;
+    case 4: K<T, 4>::run(args...); break;
+    case 5: K<T, 5>::run(args...); break;
+    case 6: K<T, 6>::run(args...); break;
+    case 7: K<T, 7>::run(args...); break;
+    case 8: K<T, 8>::run(args...); break;
+    default: TORCH_CHECK(false, "modulated_conv2d: the 1x1 kernels take 1..", kMax1x1Outputs, " outputs, got ", O);
+  }
+}
+
+template <typename T, int O>
+struct Conv1x1Fwd {
+  static void run(const T* x, const typename Acc<T>::type* w, T* z, int64_t N, int64_t I, int64_t P) {
+    conv1x1_fwd_kernel<T, O>(x, w, z, N, I, P);
+  }
+};
+
+template <typename T, int O>
+struct Conv1x1Bwd {
+  static void run(const T* dz, const T* x, const typename Acc<T>::type* w, T* dx, typename Acc<T>::type* dw,
+                  int64_t N, int64_t I, int64_t P) {
+    conv1x1_bwd_kernel<T, O>(dz, x, w, dx, dw, N, I, P);
+  }
+};
+
+void check_1x1(const at::Tensor& x, const at::Tensor& w) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(),
+              "modulated_conv2d: x must be an NCHW-contiguous CPU tensor [N, I, H, W]");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf,
+              "modulated_conv2d: x must be float16, float32 or float64");
+  TORCH_CHECK(w.dim() == 3 && w.is_contiguous() && w.scalar_type() == acc_type(x) && w.size(0) == x.size(0) &&
+                  w.size(2) == x.size(1),
+              "modulated_conv2d: w must be a contiguous [N, O, I] tensor of the compute dtype");
+  TORCH_CHECK(w.size(1) >= 1 && w.size(1) <= kMax1x1Outputs, "modulated_conv2d: the 1x1 kernels take 1..",
+              kMax1x1Outputs, " outputs, got ", w.size(1));
+}
+
+at::Tensor modconv_1x1_fwd(const at::Tensor& x, const at::Tensor& w) {
+  check_1x1(x, w);
+  const int64_t N = x.size(0), I = x.size(1), O = w.size(1), P = x.size(2) * x.size(3);
+  at::Tensor z = at::empty({N, O, x.size(2), x.size(3)}, x.options());
+  if (z.numel() == 0) return z;
+  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "modconv_1x1_fwd", [&] {
+    using A = typename Acc<scalar_t>::type;
+    with_outputs<scalar_t, Conv1x1Fwd>(O, x.data_ptr<scalar_t>(), w.data_ptr<A>(), z.data_ptr<scalar_t>(), N, I, P);
+  });
+  return z;
+}
+
+std::tuple<at::Tensor, at::Tensor> modconv_1x1_bwd(const at::Tensor& dz, const at::Tensor& x, const at::Tensor& w,
+                                                   bool need_dx, bool need_dw) {
+  check_1x1(x, w);
+  const int64_t N = x.size(0), I = x.size(1), O = w.size(1), P = x.size(2) * x.size(3);
+  TORCH_CHECK(dz.is_contiguous() && dz.scalar_type() == x.scalar_type() && dz.dim() == 4 && dz.size(0) == N &&
+                  dz.size(1) == O && dz.size(2) == x.size(2) && dz.size(3) == x.size(3),
+              "modulated_conv2d: dz must be an NCHW-contiguous [N, O, H, W] tensor of x's dtype");
+  at::Tensor dx = need_dx ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor dw = need_dw ? at::empty_like(w) : at::empty({0}, w.options());
+  if ((!need_dx && !need_dw) || x.numel() == 0) {
+    if (need_dw) dw.zero_();
+    return std::make_tuple(dx, dw);
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "modconv_1x1_bwd", [&] {
+    using A = typename Acc<scalar_t>::type;
+    with_outputs<scalar_t, Conv1x1Bwd>(O, dz.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w.data_ptr<A>(),
+                                       need_dx ? dx.data_ptr<scalar_t>() : nullptr,
+                                       need_dw ? dw.data_ptr<A>() : nullptr, N, I, P);
+  });
+  return std::make_tuple(dx, dw);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(ilsgan_cpu, m) {
@@ -408,4 +576,7 @@ TORCH_LIBRARY_FRAGMENT(ilsgan_cpu, m) {
         "(Tensor, Tensor, Tensor, Tensor)",
         &modconv_epilogue_bwd);
   m.def("modconv_scale_bwd(Tensor dxs, Tensor x, Tensor s, bool need_ds) -> (Tensor, Tensor)", &modconv_scale_bwd);
+  m.def("modconv_1x1_fwd(Tensor x, Tensor w) -> Tensor", &modconv_1x1_fwd);
+  m.def("modconv_1x1_bwd(Tensor dz, Tensor x, Tensor w, bool need_dx, bool need_dw) -> (Tensor, Tensor)",
+        &modconv_1x1_bwd);
 }

@@ -33,8 +33,9 @@ not provided (StyleGAN2 path-length regularization is not used by ILSGAN): use `
 
 ``fused_modconv=None`` (default) picks, on every backend, per-sample weights (``w * s * d`` folded,
 no activation scaling) when ``N == 1`` or for a plain 1x1 conv (ToRGB: the per-sample weights are
-only [N,O,I]; the fast backends run it as one batched matmul, which on CPU was ~3x faster than
-torch's grouped 1x1 conv), and otherwise the shared-weight path (3x3 convs: one big conv instead of N
+only [N,O,I]; the ``cpu`` backend runs its own kernel for up to 8 outputs on NCHW inputs, one pass
+over x forward and one backward, because the layer is memory-bound; otherwise, and on the GPU
+backends, one batched matmul), and otherwise the shared-weight path (3x3 convs: one big conv instead of N
 grouped ones, no [N,O,I,k,k] tensor; faster on CPU in training). ``True`` / ``False`` force the
 per-sample / shared-weight path (on the fast backends too; the per-sample path skips ``d`` in the
 epilogue).
@@ -291,6 +292,55 @@ def _scale_backward(ctx, dxs):
 _scale_op.register_autograd(_scale_backward, setup_context=_scale_setup)
 
 
+# Per-sample 1x1 convolution with few outputs (ToRGB) on the cpu backend:
+#   conv1x1_fwd(x [N,I,H,W], w [N,O,I]) -> z [N,O,H,W]
+#   conv1x1_bwd(dz, x, w, need_dx, need_dw) -> (dx, dw), one pass over x
+# x/z/dz NCHW-contiguous; w (and dw) in the compute dtype. First order only.
+_MAX_1X1_OUTPUTS = 8
+
+
+@torch.library.custom_op("ilsgan::modconv_1x1", mutates_args=())
+def _conv1x1_op(x: Tensor, w: Tensor, backend: str) -> Tensor:
+    from ._extensions import cpu_ops
+
+    return cpu_ops().modconv_1x1_fwd(x, w)
+
+
+@_conv1x1_op.register_fake
+def _(x, w, backend):
+    return x.new_empty(x.shape[0], w.shape[1], x.shape[2], x.shape[3])
+
+
+@torch.library.custom_op("ilsgan::modconv_1x1_bwd", mutates_args=())
+def _conv1x1_bwd_op(dz: Tensor, x: Tensor, w: Tensor, need_dx: bool, need_dw: bool, backend: str
+                    ) -> Tuple[Tensor, Tensor]:
+    from ._extensions import cpu_ops
+
+    return tuple(cpu_ops().modconv_1x1_bwd(dz, x, w, need_dx, need_dw))
+
+
+@_conv1x1_bwd_op.register_fake
+def _(dz, x, w, need_dx, need_dw, backend):
+    return (torch.empty_like(x) if need_dx else x.new_empty([0]),
+            torch.empty_like(w) if need_dw else w.new_empty([0]))
+
+
+def _conv1x1_setup(ctx, inputs, output):
+    x, w, backend = inputs
+    ctx.backend = backend
+    ctx.save_for_backward(x, w)
+
+
+def _conv1x1_backward(ctx, dz):
+    x, w = ctx.saved_tensors
+    need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    dx, dw = _conv1x1_bwd_op(dz.contiguous(), x, w, need_dx, need_dw, ctx.backend)
+    return (dx if need_dx else None), (dw if need_dw else None), None
+
+
+_conv1x1_op.register_autograd(_conv1x1_backward, setup_context=_conv1x1_setup)
+
+
 def _modconv_fast(
     x, weight, styles, noise, up, down, pad, f, demodulate, flip_weight, grouped, bias, act, alpha, gain, clamp,
     backend, strict,
@@ -311,12 +361,16 @@ def _modconv_fast(
         if dco is not None:
             wn = wn * dco.reshape(n, o, 1, 1, 1)
         if kh == 1 and kw == 1 and up == 1 and down == 1 and pad == (0, 0, 0, 0):
-            # 1x1 (ToRGB): one batched matmul with the per-sample weights, in x's memory format.
-            wn = wn.reshape(n, o, i).to(x.dtype)
-            if fmt == torch.channels_last:
+            # 1x1 (ToRGB): per-sample weights [N, O, I]. The cpu backend runs its fused kernel (one pass
+            # over x forward and one backward); otherwise one batched matmul, in x's memory format.
+            if backend == "cpu" and fmt == torch.contiguous_format and o <= _MAX_1X1_OUTPUTS:
+                z = _conv1x1_op(x, wn.reshape(n, o, i).contiguous(), backend)
+            elif fmt == torch.channels_last:
+                wn = wn.reshape(n, o, i).to(x.dtype)
                 z = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * w_, i), wn.transpose(1, 2))
                 z = z.reshape(n, h, w_, o).permute(0, 3, 1, 2)
             else:
+                wn = wn.reshape(n, o, i).to(x.dtype)
                 z = torch.bmm(wn, x.reshape(n, i, h * w_)).reshape(n, o, h, w_)
         elif n == 1:
             z = conv2d_resample(x, wn[0].to(x.dtype), f=f, up=up, down=down, padding=list(pad),
@@ -370,8 +424,10 @@ def _modconv_fast(
 # Public function.
 
 def _kernel_missing(backend: str) -> Optional[str]:
-    return kernels_missing("modulated_conv2d", backend,
-                           ("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd"), "modulated_conv2d")
+    kernels = ("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd")
+    if backend == "cpu":
+        kernels += ("modconv_1x1_fwd", "modconv_1x1_bwd")
+    return kernels_missing("modulated_conv2d", backend, kernels, "modulated_conv2d")
 
 
 def _unsupported(dtype: torch.dtype):
