@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 __all__ = ["main", "build_parser", "resolve_config", "DEMO_DEFAULTS"]
 
 # What `python -m ilsgan.train` does without --data and --preset (see the module docstring / README for why).
-DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=30.0, snap=2.0)
+DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=55.0, snap=5.0)
 
 
 class UsageError(Exception):
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ilsgan.train",
         description="Train ILSGAN (layered GAN for unsupervised foreground/background segmentation). "
                     "Without --data and --preset: a ~15-minute CPU demo (preset 'quick' at 32x32 on synthetic:easy, "
-                    "30 kimg) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
+                    f"{DEMO_DEFAULTS['kimg']:g} kimg) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
                     "foreground, background, mask, masked foreground), reals.png, log.jsonl, plot.png, "
                     "config.json and checkpoint-*.pt / checkpoint-latest.pt. Multi-GPU: "
                     "torchrun --nproc_per_node=K -m ilsgan.train ... . Ctrl-C (SIGINT) or SIGTERM saves "
@@ -119,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=_positive_int("--batch"), default=None,
                    help="global batch size (split over torchrun processes) [default: the preset's]")
     g.add_argument("--kimg", type=_positive_float("--kimg"), default=None,
-                   help="training length in thousands of real images shown [default: the preset's; demo: 30]")
+                   help=f"training length in thousands of real images shown [default: the preset's; demo: {DEMO_DEFAULTS['kimg']:g}]")
     g.add_argument("--snap", type=_positive_float("--snap"), default=None,
-                   help="snapshot (grid, plot, checkpoint) interval in kimg [default: the preset's; demo: 2]")
+                   help=f"snapshot (grid, plot, checkpoint) interval in kimg [default: the preset's; demo: {DEMO_DEFAULTS['snap']:g}]")
     g.add_argument("--tick", type=_positive_float("--tick"), default=None,
                    help="log (JSONL, progress bar) interval in kimg [default: min(4, snap/8)]")
     g.add_argument("--max-iters", type=_positive_int("--max-iters"), default=None,
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--w-area", type=_nonneg_float("--w-area"), default=None, help="mask area prior weight [2]")
     g.add_argument("--area-min", type=_nonneg_float("--area-min"), default=None,
                    help="minimum mean mask area of the area prior [0.25]")
+    g.add_argument("--area-mirror", choices=("auto", "on", "off"), default=None,
+                   help="two-sided area prior, also penalizing mean mask > 1 - area-min ['auto' = only without "
+                        "the perturbation (--shift 0), as the paper's release; preset quick: on]")
     g.add_argument("--r1-gamma", type=_nonneg_float("--r1-gamma"), default=None,
                    help="R1 weight gamma [0.0002*R^2/batch: 0.0256 at 64px, batch 32]")
     g.add_argument("--shift", type=_nonneg_float("--shift"), default=None,
@@ -196,7 +199,7 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> Dict[str, Any]:
             raise UsageError(f"--cfg expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         k = k.strip()
-        if k not in cfg and k not in ("tick_kimg", "crop", "lambda_ils", "lambda_adv", "area_mirror"):
+        if k not in cfg and k not in ("tick_kimg", "crop", "lambda_ils", "lambda_adv"):
             raise UsageError(f"--cfg: unknown key {k!r}; known keys: {', '.join(sorted(cfg))}")
         cfg[k] = _parse_value(v)
     simple = {"resolution": "resolution", "batch": "batch", "kimg": "kimg", "snap": "snap_kimg", "tick": "tick_kimg",
@@ -209,6 +212,8 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> Dict[str, Any]:
             cfg[k] = v
     if args.ils is not None:
         cfg["ils"] = args.ils == "on"
+    if args.area_mirror is not None:
+        cfg["area_mirror"] = {"auto": None, "on": True, "off": False}[args.area_mirror]
     if args.aug is not None:
         cfg["augment"] = "bgc" if args.aug == "ada" else None
     cfg.setdefault("lambda_ils", 1.0)

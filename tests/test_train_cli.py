@@ -42,6 +42,18 @@ def test_demo_is_the_default_unless_data_or_preset_is_chosen():
     assert (cfg["resolution"], cfg["kimg"], cfg["name"]) == (train.DEMO_DEFAULTS["resolution"], 1.0, "quick")
 
 
+def test_area_mirror_option_reaches_the_loss():
+    from ilsgan.training import loss_weights_from_config
+    parse = train.build_parser().parse_args
+    # quick: two-sided area prior; paper presets: the release's automatic rule (only with --shift 0)
+    assert loss_weights_from_config(train.resolve_config(parse([]), demo=True)).area_mirror is True
+    paper = loss_weights_from_config(train.resolve_config(parse(["--preset", "paper64"]), demo=False))
+    assert paper.area_mirror is None
+    for opt, want in (("on", True), ("off", False), ("auto", None)):
+        cfg = train.resolve_config(parse(["--preset", "paper64", "--area-mirror", opt]), demo=False)
+        assert loss_weights_from_config(cfg).area_mirror is want
+
+
 def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
     args = TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--name", "r", "--kimg", "0.012", "--snap", "0.008"]
     rc, out, _ = run_cli(args, capsys)
