@@ -101,10 +101,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # CPU-sized: 64x64, channels 128 (4, 8 px), 64 (16), 32 (32), 16 (64) (channel_base 1024,
     # channel_max 128): ~0.2 GMAC per generated sample (paper64: ~13), a 128-d latent, 2 mapping
     # layers, batch 16, float32. ADA speed and snapshots are scaled to a ~15-minute run on a 2-core
-    # CPU. Two departures from the paper, both measured on the CPU demo (README): the area prior is
-    # two-sided (0.25 <= mean mask <= 0.75), because short runs otherwise drifted to all-foreground
-    # masks, and the ILS weight keeps the paper's 400-kimg switch (switching to 1.0 at 4 kimg, as an
-    # earlier version did, collapsed the masks to all-background at ~21 kimg).
+    # CPU. One departure from the paper, chosen on the CPU demo (README): the area prior is two-sided
+    # (0.25 <= mean mask <= 0.75), because short runs without it drifted to all-foreground masks. The
+    # ILS weight keeps the paper's 400-kimg switch: an earlier version scaled it to 4 kimg, and its
+    # masks collapsed to all-background at ~21 kimg.
     "quick": dict(
         _PAPER,
         name="quick",
