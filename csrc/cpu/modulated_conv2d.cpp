@@ -26,6 +26,7 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -489,35 +490,21 @@ void conv1x1_bwd_kernel(const T* __restrict dz, const T* __restrict x, const typ
   });
 }
 
-template <typename T, template <typename, int> class K, typename... Args>
-void with_outputs(int64_t O, Args... args) {
+// Calls f(std::integral_constant<int, O>) so that the kernels get the output count at compile time.
+template <typename F>
+void with_outputs(int64_t O, F&& f) {
   switch (O) {
-    case 1: K<T, 1>::run(args...); break;
-    case 2: K<T, 2>::run(args...); break;
-    case 3: K<T, 3>::run(args...); break;
-    case 4: K<T, 4>::run(args...); break;
-    case 5: K<T, 5>::run(args...); break;
-    case 6: K<T, 6>::run(args...); break;
-    case 7: K<T, 7>::run(args...); break;
-    case 8: K<T, 8>::run(args...); break;
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
     default: TORCH_CHECK(false, "modulated_conv2d: the 1x1 kernels take 1..", kMax1x1Outputs, " outputs, got ", O);
   }
 }
-
-template <typename T, int O>
-struct Conv1x1Fwd {
-  static void run(const T* x, const typename Acc<T>::type* w, T* z, int64_t N, int64_t I, int64_t P) {
-    conv1x1_fwd_kernel<T, O>(x, w, z, N, I, P);
-  }
-};
-
-template <typename T, int O>
-struct Conv1x1Bwd {
-  static void run(const T* dz, const T* x, const typename Acc<T>::type* w, T* dx, typename Acc<T>::type* dw,
-                  int64_t N, int64_t I, int64_t P) {
-    conv1x1_bwd_kernel<T, O>(dz, x, w, dx, dw, N, I, P);
-  }
-};
 
 void check_1x1(const at::Tensor& x, const at::Tensor& w) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(),
@@ -538,7 +525,10 @@ at::Tensor modconv_1x1_fwd(const at::Tensor& x, const at::Tensor& w) {
   if (z.numel() == 0) return z;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "modconv_1x1_fwd", [&] {
     using A = typename Acc<scalar_t>::type;
-    with_outputs<scalar_t, Conv1x1Fwd>(O, x.data_ptr<scalar_t>(), w.data_ptr<A>(), z.data_ptr<scalar_t>(), N, I, P);
+    with_outputs(O, [&](auto oc) {
+      conv1x1_fwd_kernel<scalar_t, decltype(oc)::value>(x.data_ptr<scalar_t>(), w.data_ptr<A>(),
+                                                         z.data_ptr<scalar_t>(), N, I, P);
+    });
   });
   return z;
 }
@@ -558,9 +548,11 @@ std::tuple<at::Tensor, at::Tensor> modconv_1x1_bwd(const at::Tensor& dz, const a
   }
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "modconv_1x1_bwd", [&] {
     using A = typename Acc<scalar_t>::type;
-    with_outputs<scalar_t, Conv1x1Bwd>(O, dz.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w.data_ptr<A>(),
-                                       need_dx ? dx.data_ptr<scalar_t>() : nullptr,
-                                       need_dw ? dw.data_ptr<A>() : nullptr, N, I, P);
+    with_outputs(O, [&](auto oc) {
+      conv1x1_bwd_kernel<scalar_t, decltype(oc)::value>(dz.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                                                         w.data_ptr<A>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
+                                                         need_dw ? dw.data_ptr<A>() : nullptr, N, I, P);
+    });
   });
   return std::make_tuple(dx, dw);
 }

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from ._validate import as_float
-from ._extensions import kernels_missing, match_strides
+from ._extensions import cpu_ops, kernels_missing, match_strides
 from ._dispatch import OpSpec, register_op, resolve
 from ._conv2d_resample import _check_factor, _check_filter, _upfirdn_impl, conv2d_resample, output_size, parse_padding
 
@@ -162,8 +162,6 @@ def _nvlabs_fma(x, weight, styles, noise=None, up=1, down=1, padding=0, resample
 
 def _kernels(backend: str):
     if backend == "cpu":
-        from ._extensions import cpu_ops
-
         ops = cpu_ops()
         return ops.modconv_epilogue_fwd, ops.modconv_epilogue_bwd, ops.modconv_scale_bwd
     if backend == "cuda":
@@ -292,50 +290,42 @@ def _scale_backward(ctx, dxs):
 _scale_op.register_autograd(_scale_backward, setup_context=_scale_setup)
 
 
-# Per-sample 1x1 convolution with few outputs (ToRGB) on the cpu backend:
-#   conv1x1_fwd(x [N,I,H,W], w [N,O,I]) -> z [N,O,H,W]
-#   conv1x1_bwd(dz, x, w, need_dx, need_dw) -> (dx, dw), one pass over x
+# Per-sample 1x1 convolution with few outputs (ToRGB), cpu backend only (the GPU backends use bmm):
+#   modconv_1x1_fwd(x [N,I,H,W], w [N,O,I]) -> z [N,O,H,W]
+#   modconv_1x1_bwd(dz, x, w, need_dx, need_dw) -> (dx, dw), one pass over x
 # x/z/dz NCHW-contiguous; w (and dw) in the compute dtype. First order only.
 _MAX_1X1_OUTPUTS = 8
 
 
 @torch.library.custom_op("ilsgan::modconv_1x1", mutates_args=())
-def _conv1x1_op(x: Tensor, w: Tensor, backend: str) -> Tensor:
-    from ._extensions import cpu_ops
-
+def _conv1x1_op(x: Tensor, w: Tensor) -> Tensor:
     return cpu_ops().modconv_1x1_fwd(x, w)
 
 
 @_conv1x1_op.register_fake
-def _(x, w, backend):
+def _(x, w):
     return x.new_empty(x.shape[0], w.shape[1], x.shape[2], x.shape[3])
 
 
 @torch.library.custom_op("ilsgan::modconv_1x1_bwd", mutates_args=())
-def _conv1x1_bwd_op(dz: Tensor, x: Tensor, w: Tensor, need_dx: bool, need_dw: bool, backend: str
-                    ) -> Tuple[Tensor, Tensor]:
-    from ._extensions import cpu_ops
-
+def _conv1x1_bwd_op(dz: Tensor, x: Tensor, w: Tensor, need_dx: bool, need_dw: bool) -> Tuple[Tensor, Tensor]:
     return tuple(cpu_ops().modconv_1x1_bwd(dz, x, w, need_dx, need_dw))
 
 
 @_conv1x1_bwd_op.register_fake
-def _(dz, x, w, need_dx, need_dw, backend):
+def _(dz, x, w, need_dx, need_dw):
     return (torch.empty_like(x) if need_dx else x.new_empty([0]),
             torch.empty_like(w) if need_dw else w.new_empty([0]))
 
 
 def _conv1x1_setup(ctx, inputs, output):
-    x, w, backend = inputs
-    ctx.backend = backend
-    ctx.save_for_backward(x, w)
+    ctx.save_for_backward(*inputs)
 
 
 def _conv1x1_backward(ctx, dz):
-    x, w = ctx.saved_tensors
-    need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    dx, dw = _conv1x1_bwd_op(dz.contiguous(), x, w, need_dx, need_dw, ctx.backend)
-    return (dx if need_dx else None), (dw if need_dw else None), None
+    need_dx, need_dw = ctx.needs_input_grad
+    dx, dw = _conv1x1_bwd_op(dz.contiguous(), *ctx.saved_tensors, need_dx, need_dw)
+    return (dx if need_dx else None), (dw if need_dw else None)
 
 
 _conv1x1_op.register_autograd(_conv1x1_backward, setup_context=_conv1x1_setup)
@@ -363,15 +353,14 @@ def _modconv_fast(
         if kh == 1 and kw == 1 and up == 1 and down == 1 and pad == (0, 0, 0, 0):
             # 1x1 (ToRGB): per-sample weights [N, O, I]. The cpu backend runs its fused kernel (one pass
             # over x forward and one backward); otherwise one batched matmul, in x's memory format.
+            wn = wn.reshape(n, o, i)
             if backend == "cpu" and fmt == torch.contiguous_format and o <= _MAX_1X1_OUTPUTS:
-                z = _conv1x1_op(x, wn.reshape(n, o, i).contiguous(), backend)
+                z = _conv1x1_op(x, wn.contiguous())
             elif fmt == torch.channels_last:
-                wn = wn.reshape(n, o, i).to(x.dtype)
-                z = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * w_, i), wn.transpose(1, 2))
+                z = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * w_, i), wn.to(x.dtype).transpose(1, 2))
                 z = z.reshape(n, h, w_, o).permute(0, 3, 1, 2)
             else:
-                wn = wn.reshape(n, o, i).to(x.dtype)
-                z = torch.bmm(wn, x.reshape(n, i, h * w_)).reshape(n, o, h, w_)
+                z = torch.bmm(wn.to(x.dtype), x.reshape(n, i, h * w_)).reshape(n, o, h, w_)
         elif n == 1:
             z = conv2d_resample(x, wn[0].to(x.dtype), f=f, up=up, down=down, padding=list(pad),
                                 flip_weight=flip_weight, impl=ufd, strict=strict)
