@@ -5,6 +5,7 @@ import torch
 
 from conftest import require_backend
 from ilsgan.losses import area_loss, binarization_loss, ils_loss, ils_sigma, mask_loss
+from ilsgan.ops import composite
 from ilsgan.ops._ils_terms import SPEC
 
 BACKENDS = ("ref", "cpu", "cuda", "triton")
@@ -100,6 +101,31 @@ def test_mask_losses_match_oracle(backend, mirror):
     (g1,) = torch.autograd.grad(got, m)
     (g2,) = torch.autograd.grad(want, m)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mask_loss_mirror_bounds_the_unperturbed_mask(backend):
+    # The G loss passes the perturbed mask m_T and the layer's own mask m: bin and the minimum act on
+    # m_T, the ceiling on m (a zero-filled border must not let a full mask slip under it).
+    device = require_backend(SPEC, backend) if backend != "ref" else torch.device("cpu")
+    _, _, m = _inputs(4, 1, 6, 7, device, seed=2)
+    with torch.no_grad():
+        m[0] = 1.0  # full mask: only the ceiling on m is active
+        m[1] = 0.0  # empty mask: only the minimum is active
+    shift = torch.tensor([[2, -1], [0, 3], [-3, 0], [1, 1]], device=device)
+    m_T = composite(m, m, m, shift=shift, impl="ref")[1]
+    got = mask_loss(m_T, 2.0, 3.0, 0.25, True, reduction="none", mirror_mask=m, impl=backend)
+    a = m.reshape(4, -1).mean(1)
+    want = 2.0 * oracle_bin(m_T) + 3.0 * (oracle_area(m_T, 0.25, False) + torch.relu(0.25 - (1 - a)))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # the full mask pays the whole ceiling 3 * 0.25, though its shifted copy covers only 25/42 < 0.75
+    assert got[0].item() == pytest.approx(0.75)
+    assert mask_loss(m_T, 2.0, 3.0, 0.25, True, impl=backend)[0].item() == 0.0
+    (g1,) = torch.autograd.grad(got.sum(), m, retain_graph=True)
+    (g2,) = torch.autograd.grad(want.sum(), m)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="mirror_mask"):
+        mask_loss(m_T, mirror=True, mirror_mask=m[:, :, :3], impl=backend)
 
 
 def test_mask_loss_validation():

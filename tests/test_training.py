@@ -132,6 +132,21 @@ def test_mask_diversity_statistic():
         assert lo <= float(stats["Mask/diversity"]) <= hi
 
 
+def test_area_ceiling_is_on_the_unperturbed_mask():
+    # A full mask must pay the whole mirror term 0.25 although its shifted copy has zero-filled borders.
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    G, D = build_networks(cfg)
+    w = LossWeights(w_adv=0.0, w_bin=0.0, w_area=1.0, area_mirror=True, ils=False, shift_max=0.25)
+    loss = ILSGANLoss(G, D, None, w)
+    loss._layers = lambda z: {"fg": torch.rand(8, 3, 16, 16), "bg": torch.rand(8, 3, 16, 16),
+                              "mask": torch.ones(8, 1, 16, 16, requires_grad=True)}
+    G.requires_grad_(False)
+    stats = loss.accumulate_gradients("Gmain", torch.rand(8, 3, 16, 16), torch.randn(8, G.z_dim))
+    assert float(stats["Mask/area_perturbed"]) < 0.9  # the shift did uncover borders
+    assert float(stats["Loss/G/total"]) == pytest.approx(0.25)
+
+
 def test_ils_off_ablation():
     torch.manual_seed(0)
     cfg = tiny_cfg(ils=False)

@@ -70,8 +70,8 @@ class LossWeights:
 
     ``r1_gamma``: R1 weight γ. ``D_reg_interval``: lazy R1 every k iterations, scaled by k (None/0 = R1
     in every D step together with the main loss). ``w_bin``/``w_area``/``area_min``: mask priors on the
-    perturbed mask; ``area_mirror`` adds ``relu(area_min - (1 - mean m))`` (the release does when the
-    perturbation is off: ``None`` = automatic). ``ils``: the independence term on/off (ablation);
+    perturbed mask; ``area_mirror`` adds ``relu(area_min - (1 - mean m))`` on the *unperturbed* mask (the
+    release does when the perturbation is off, where the two are one mask: ``None`` = automatic). ``ils``: the independence term on/off (ablation);
     ``w_ils`` scales the σ schedule ``ils_sigma`` = (before, after) ``ils_sigma_kimg``.
     ``shift_max``: perturbation range (fraction of the width; 0 = off).
     """
@@ -149,7 +149,7 @@ class ILSGANLoss:
             if w.w_bin or w.w_area:
                 per_sample = per_sample + mask_loss(m_T, bin_weight=w.w_bin, area_weight=w.w_area,
                                                     min_area=w.area_min, mirror=self._mask_mirror(),
-                                                    impl=self.impl)
+                                                    mirror_mask=m, impl=self.impl)
             loss = per_sample.mean()
             if w.ils and w.w_ils:
                 sigma = w.sigma(cur_nimg / 1000)

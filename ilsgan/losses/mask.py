@@ -63,12 +63,23 @@ def mask_loss(
     reduction: str = "none",
     impl: str = "auto",
     strict: Optional[bool] = None,
+    mirror_mask: Optional[Tensor] = None,
 ) -> Tensor:
     """``bin_weight * L_bin + area_weight * L_area`` per sample, from one :func:`mask_terms` pass.
 
-    Defaults are the paper's (weights 2 and 2, minimum area 0.25, no mirror term).
+    Defaults are the paper's (weights 2 and 2, minimum area 0.25, no mirror term). ``mirror_mask``
+    ([N,1,H,W], default ``m``): the mask whose mean coverage the mirror term bounds. The G loss passes
+    the unperturbed mask there, because the perturbed one is zero-filled where the shift uncovers the
+    border: at shift 0.25 a mask of all ones reads about 0.77 and would slip under a 0.75 ceiling.
     """
     _check("mask_loss", reduction)
     t = mask_terms(m, impl=impl, strict=strict)
-    v = bin_weight * t[:, 0] + area_weight * _area_term(t[:, 1], min_area, mirror)
+    if mirror and mirror_mask is not None:
+        if not isinstance(mirror_mask, Tensor) or mirror_mask.shape != m.shape:
+            raise ValueError(f"mask_loss: mirror_mask must be a tensor of m's shape {tuple(m.shape)}, got "
+                             f"{tuple(mirror_mask.shape) if isinstance(mirror_mask, Tensor) else type(mirror_mask).__name__}")
+        ceiling = torch.relu(min_area - (1 - mask_terms(mirror_mask, impl=impl, strict=strict)[:, 1]))
+        v = bin_weight * t[:, 0] + area_weight * (_area_term(t[:, 1], min_area, False) + ceiling)
+    else:
+        v = bin_weight * t[:, 0] + area_weight * _area_term(t[:, 1], min_area, mirror)
     return _reduce(v, reduction)
