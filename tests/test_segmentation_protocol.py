@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from _fake_generator import FakeLayeredGenerator
-from ilsgan.segmentation import (ProtocolConfig, UNet, colour_augment, direct_stats, evaluate_model, generate_pairs,
+from ilsgan.segmentation import (ProtocolConfig, UNet, colour_agreement, colour_augment, direct_stats, evaluate_model, generate_pairs,
                                  load_unet, open_test_set, predict_logits, predict_masks, run_protocol, save_unet,
                                  train_unet)
 
@@ -57,6 +57,29 @@ def test_direct_stats_detect_collapse():
 
     s = direct_stats(Collapsed(), n=6, batch=4)
     assert s["collapsed_fraction"] == 1.0 and s["coverage_mean"] == 0.0
+
+
+def test_colour_agreement_scores_masks_and_swaps():
+    # a mid-grey square on a dark frame: 2-means finds the square; the inverted mask is a swap
+    imgs = torch.full((5, 3, 12, 12), 20, dtype=torch.uint8)
+    imgs[:, :, 3:9, 4:10] = 200
+    imgs[:, 0] += torch.arange(5, dtype=torch.uint8)[:, None, None]  # five different images
+    truth = torch.zeros(5, 1, 12, 12, dtype=torch.bool)
+    truth[:, :, 3:9, 4:10] = True
+    s = colour_agreement(imgs, truth)
+    assert s == {"kmeans_iou": 1.0, "kmeans_swapped_fraction": 0.0}
+    mixed = truth.clone()
+    mixed[:2] = ~mixed[:2]  # two of five take the surround
+    s = colour_agreement(imgs, mixed)
+    assert s["kmeans_swapped_fraction"] == pytest.approx(0.4) and s["kmeans_iou"] == pytest.approx(0.6)
+    assert colour_agreement(imgs, mixed, max_images=2)["kmeans_swapped_fraction"] == 1.0
+    with pytest.raises(ValueError, match="masks"):
+        colour_agreement(imgs, truth[:, :, :6])
+    with pytest.raises(ValueError, match="images"):
+        colour_agreement(imgs.float(), truth)
+    # the fake generator's masks are its discs: they agree with the colour segmentation
+    stats = generate_pairs(FakeLayeredGenerator(img_resolution=16), 12, batch=4, seed=0)[2]
+    assert stats["kmeans_iou"] > 0.5 and stats["kmeans_swapped_fraction"] < 0.5
 
 
 def test_colour_augment():

@@ -22,7 +22,8 @@ Augmentation
 ILSGAN
     ``shift_max`` (perturbed composition: shift = round(u * shift_max * W), u ~ U[-1, 1]),
     ``lambda_bin`` (2), ``lambda_area`` (2), ``area_min`` (0.25), ``area_mirror`` (None = only when the
-    perturbation is off, as the release does; True adds ``relu(area_min - (1 - mean m))`` always),
+    perturbation is off, as the release does; True adds ``relu(area_min - (1 - mean m))`` always, on the
+    unperturbed mask m: the perturbed one is zero-filled at the uncovered border),
     ``ils`` (True; False = ablation),
     ``ils_distribution`` ("laplace"), ``ils_sigma`` ((0.2, 1.0): weight before / after ``ils_sigma_kimg``),
     ``ils_sigma_kimg`` (400), ``style_mixing`` (0), ``pl_weight`` (0), ``truncation_psi`` (1).

@@ -13,8 +13,11 @@ release's 128 px variant) images are downsampled for the UNet and its logits are
 to the data resolution before comparison; ``unet_resolution=128`` runs the UNet natively instead.
 
 The direct protocol (:func:`direct_stats`, no UNet) looks at the generator's own masks on its own
-images: how binary they are (soft IoU between m and m > 0.5), their coverage, and the fraction of
-collapsed masks (coverage < 1% or > 99%; ILSGAN.md section 10).
+images: how binary they are (soft IoU between m and m > 0.5), their coverage, the fraction of
+collapsed masks (coverage < 1% or > 99%; ILSGAN.md section 10), and (:func:`colour_agreement`) how
+well they agree with a 2-means colour segmentation of the same images. The last one tells, without
+any real label, whether the masks follow the objects G draws: when the UNet's score on real images
+is low but this agreement is high, the gap is in the transfer from generated to real images.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ..metrics.segmentation import SegmentationMeter
 from .unet import UNet
 
 __all__ = [
-    "ProtocolConfig", "colour_augment", "generate_pairs", "direct_stats", "train_unet", "predict_logits",
+    "ProtocolConfig", "colour_augment", "generate_pairs", "direct_stats", "colour_agreement", "train_unet", "predict_logits",
     "predict_masks", "evaluate_model", "save_unet", "load_unet", "open_test_set", "run_protocol",
 ]
 
@@ -150,9 +153,45 @@ def generate_pairs(G, n: int, batch: int = 32, device="cpu", seed: int = 0, with
         "coverage_mean": float(cov.mean()),
         "coverage_std": float(cov.std()) if cov.numel() > 1 else 0.0,
         "collapsed_fraction": float(((cov < 0.01) | (cov > 0.99)).double().mean()),
+        **colour_agreement(images, masks),
         "n_pairs": int(n),
     }
     return images, masks, stats
+
+
+def colour_agreement(images: torch.Tensor, masks: torch.Tensor, max_images: int = 500) -> dict:
+    """Agreement of masks with the ``kmeans`` baseline (:mod:`ilsgan.data.baselines`: 2-means on RGB,
+    foreground = the cluster less present on the border) on the same images.
+
+    Args:
+        images: uint8 ``[N,3,H,W]``; masks: bool ``[N,1,H,W]`` (as :func:`generate_pairs` returns).
+        max_images: only the first ``max_images`` pairs are scored (2-means runs per image in numpy).
+
+    Returns ``kmeans_iou`` (per-image foreground IoU, empty/empty = 1) and ``kmeans_swapped_fraction``:
+    the fraction of images whose *inverted* mask agrees better with the 2-means foreground, i.e. where
+    the mask took what the border rule calls background (for an object/surround swap between layers).
+    For scale, the ``kmeans`` baseline against the ground truth of ``synthetic:easy`` scores about 0.76.
+    """
+    from ..data.baselines import kmeans
+
+    if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"colour_agreement: images must be uint8 [N,3,H,W], got {images.dtype} {tuple(images.shape)}")
+    if masks.shape != (images.shape[0], 1, *images.shape[2:]):
+        raise ValueError(f"colour_agreement: masks must be [N,1,H,W] = {(images.shape[0], 1, *images.shape[2:])}, "
+                         f"got {tuple(masks.shape)}")
+    if max_images < 1:
+        raise ValueError(f"colour_agreement: max_images must be >= 1, got {max_images}")
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        union = np.logical_or(a, b).sum()
+        return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+    ious, swapped = [], []
+    for img, m in zip(images[:max_images].permute(0, 2, 3, 1).numpy(), masks[:max_images, 0].numpy()):
+        km = kmeans(img)
+        ious.append(iou(m, km))
+        swapped.append(iou(~m, km) > ious[-1])
+    return {"kmeans_iou": float(np.mean(ious)), "kmeans_swapped_fraction": float(np.mean(swapped))}
 
 
 def direct_stats(G, n: int = 1000, batch: int = 32, device="cpu", seed: int = 0) -> dict:
