@@ -2,7 +2,7 @@
 
 Without ``--data`` and ``--preset`` (the demo; other options adjust it): the ``quick`` preset on
 the built-in ``synthetic:easy`` data at 32x32 for 55 kimg into ``./runs/<timestamp>/``, sized to
-finish within 15 minutes on a 2-core CPU (about 13.5 measured). The paper's settings: ``--preset paper64`` /
+finish within 15 minutes on a 2-core CPU (9-14 minutes measured). The paper's settings: ``--preset paper64`` /
 ``--preset paper128`` with ``--data PATH``.
 Multi-GPU: ``torchrun --nproc_per_node=K -m ilsgan.train ...`` (``--batch`` is the global batch).
 """
