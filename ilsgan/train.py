@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--area-min", type=_nonneg_float("--area-min"), default=None,
                    help="minimum mean mask area of the area prior [0.25]")
     g.add_argument("--area-mirror", choices=("auto", "on", "off"), default=None,
-                   help="two-sided area prior, also penalizing mean mask > 1 - area-min (on the unshifted mask) ['auto' = only without "
-                        "the perturbation (--shift 0), as the paper's release; preset quick: on]")
+                   help="two-sided area prior, also penalizing mean mask > 1 - area-min (on the unshifted mask) "
+                        "['auto' = only without the perturbation (--shift 0), as the paper's release; preset quick: on]")
     g.add_argument("--r1-gamma", type=_nonneg_float("--r1-gamma"), default=None,
                    help="R1 weight gamma [0.0002*R^2/batch: 0.0256 at 64px, batch 32]")
     g.add_argument("--shift", type=_nonneg_float("--shift"), default=None,

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from _fake_generator import FakeLayeredGenerator
-from ilsgan.segmentation import (ProtocolConfig, UNet, colour_agreement, colour_augment, direct_stats, evaluate_model, generate_pairs,
-                                 load_unet, open_test_set, predict_logits, predict_masks, run_protocol, save_unet,
-                                 train_unet)
+from ilsgan.segmentation import (ProtocolConfig, UNet, colour_agreement, colour_augment, direct_stats, evaluate_model,
+                                 generate_pairs, load_unet, open_test_set, predict_logits, predict_masks, run_protocol,
+                                 save_unet, train_unet)
 
 TINY = dict(pairs=24, unet_iters=4, batch=8, unet_base=4, unet_resolution=16, gen_batch=8, val_every=2)
 

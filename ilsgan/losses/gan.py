@@ -70,9 +70,10 @@ class LossWeights:
 
     ``r1_gamma``: R1 weight γ. ``D_reg_interval``: lazy R1 every k iterations, scaled by k (None/0 = R1
     in every D step together with the main loss). ``w_bin``/``w_area``/``area_min``: mask priors on the
-    perturbed mask; ``area_mirror`` adds ``relu(area_min - (1 - mean m))`` on the *unperturbed* mask (the
-    release does when the perturbation is off, where the two are one mask: ``None`` = automatic). ``ils``: the independence term on/off (ablation);
-    ``w_ils`` scales the σ schedule ``ils_sigma`` = (before, after) ``ils_sigma_kimg``.
+    perturbed mask; ``area_mirror`` adds ``relu(area_min - (1 - mean m))`` on the *unperturbed* mask
+    (the release does when the perturbation is off, where the two are one mask: ``None`` = automatic).
+    ``ils``: the independence term on/off (ablation); ``w_ils`` scales the σ schedule ``ils_sigma`` =
+    (before, after) ``ils_sigma_kimg``.
     ``shift_max``: perturbation range (fraction of the width; 0 = off).
     """
     r1_gamma: float = 0.0256

@@ -76,8 +76,8 @@ def mask_loss(
     t = mask_terms(m, impl=impl, strict=strict)
     if mirror and mirror_mask is not None:
         if not isinstance(mirror_mask, Tensor) or mirror_mask.shape != m.shape:
-            raise ValueError(f"mask_loss: mirror_mask must be a tensor of m's shape {tuple(m.shape)}, got "
-                             f"{tuple(mirror_mask.shape) if isinstance(mirror_mask, Tensor) else type(mirror_mask).__name__}")
+            got = tuple(mirror_mask.shape) if isinstance(mirror_mask, Tensor) else type(mirror_mask).__name__
+            raise ValueError(f"mask_loss: mirror_mask must be a tensor of m's shape {tuple(m.shape)}, got {got}")
         ceiling = torch.relu(min_area - (1 - mask_terms(mirror_mask, impl=impl, strict=strict)[:, 1]))
         v = bin_weight * t[:, 0] + area_weight * (_area_term(t[:, 1], min_area, False) + ceiling)
     else:

@@ -35,8 +35,9 @@ from ..metrics.segmentation import SegmentationMeter
 from .unet import UNet
 
 __all__ = [
-    "ProtocolConfig", "colour_augment", "generate_pairs", "direct_stats", "colour_agreement", "train_unet", "predict_logits",
-    "predict_masks", "evaluate_model", "save_unet", "load_unet", "open_test_set", "run_protocol",
+    "ProtocolConfig", "colour_augment", "generate_pairs", "direct_stats", "colour_agreement", "train_unet",
+    "predict_logits", "predict_masks", "evaluate_model", "save_unet", "load_unet", "open_test_set",
+    "run_protocol",
 ]
 
 
