@@ -103,9 +103,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # channel_max 128): ~0.2 GMAC per generated sample (paper64: ~13), a 128-d latent, 2 mapping
     # layers, batch 16, float32. ADA speed and snapshots are scaled to a ~15-minute run on a 2-core
     # CPU. One departure from the paper, chosen on the CPU demo (README): the area prior is two-sided
-    # (0.25 <= mean mask <= 0.75), because two short runs without it (both with shift 0.25) drifted to
-    # all-foreground masks. The ILS weight keeps the paper's 400-kimg switch: an earlier version
-    # scaled it to 4 kimg, and its masks collapsed to all-background at ~21 kimg.
+    # (0.25 <= mean mask <= 0.75; the ceiling on the unshifted mask), because short runs without it
+    # (with shift 0.25) drifted to all-foreground masks. The ILS weight keeps the paper's 400-kimg
+    # switch: switching to 1.0 at 4 kimg (an earlier version) or from the start collapsed the masks to
+    # all-background at ~21-22 kimg.
     "quick": dict(
         _PAPER,
         name="quick",
