@@ -251,11 +251,14 @@ def test_compile_fullgraph_cpu_backend(case):
     def f(x, weight, styles, noise, bias):
         return modulated_conv2d(x, weight, styles, noise=noise, bias=bias, impl="cpu", **opts)
 
-    leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in args.items()}
+    def fresh_leaves():
+        return {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in args.items()}
+
+    leaves = fresh_leaves()
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
     y = cf(**leaves)
     y.square().sum().backward()
-    want = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in args.items()}
+    want = fresh_leaves()
     y0 = modulated_conv2d(**want, **opts, impl="ref")
     y0.square().sum().backward()
     torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-5)

@@ -27,10 +27,12 @@ def _check(fn: str, reduction: str) -> None:
         raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _area_term(mean_m: Tensor, min_area: float, mirror: bool) -> Tensor:
+def _area_term(mean_m: Tensor, min_area: float, mirror: bool, ceiling_mean: Optional[Tensor] = None) -> Tensor:
+    """``relu(min_area - mean_m)`` (+ ``relu(min_area - (1 - ceiling_mean))`` if ``mirror``; default
+    ``ceiling_mean = mean_m``)."""
     area = torch.relu(min_area - mean_m)
     if mirror:
-        area = area + torch.relu(min_area - (1 - mean_m))
+        area = area + torch.relu(min_area - (1 - (mean_m if ceiling_mean is None else ceiling_mean)))
     return area
 
 
@@ -73,13 +75,11 @@ def mask_loss(
     border: at shift 0.25 a mask of all ones reads about 0.77 and would slip under a 0.75 ceiling.
     """
     _check("mask_loss", reduction)
+    if mirror_mask is not None and (not isinstance(mirror_mask, Tensor) or mirror_mask.shape != m.shape):
+        got = tuple(mirror_mask.shape) if isinstance(mirror_mask, Tensor) else type(mirror_mask).__name__
+        raise ValueError(f"mask_loss: mirror_mask must be a tensor of m's shape {tuple(m.shape)}, got {got}")
     t = mask_terms(m, impl=impl, strict=strict)
+    ceiling_mean = None
     if mirror and mirror_mask is not None:
-        if not isinstance(mirror_mask, Tensor) or mirror_mask.shape != m.shape:
-            got = tuple(mirror_mask.shape) if isinstance(mirror_mask, Tensor) else type(mirror_mask).__name__
-            raise ValueError(f"mask_loss: mirror_mask must be a tensor of m's shape {tuple(m.shape)}, got {got}")
-        ceiling = torch.relu(min_area - (1 - mask_terms(mirror_mask, impl=impl, strict=strict)[:, 1]))
-        v = bin_weight * t[:, 0] + area_weight * (_area_term(t[:, 1], min_area, False) + ceiling)
-    else:
-        v = bin_weight * t[:, 0] + area_weight * _area_term(t[:, 1], min_area, mirror)
-    return _reduce(v, reduction)
+        ceiling_mean = mask_terms(mirror_mask, impl=impl, strict=strict)[:, 1]
+    return _reduce(bin_weight * t[:, 0] + area_weight * _area_term(t[:, 1], min_area, mirror, ceiling_mean), reduction)

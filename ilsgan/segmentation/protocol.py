@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.baselines import kmeans
 from ..metrics.segmentation import SegmentationMeter
 from .unet import UNet
 
@@ -173,8 +174,6 @@ def colour_agreement(images: torch.Tensor, masks: torch.Tensor, max_images: int 
     the mask took what the border rule calls background (for an object/surround swap between layers).
     For scale, the ``kmeans`` baseline against the ground truth of ``synthetic:easy`` scores about 0.76.
     """
-    from ..data.baselines import kmeans
-
     if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
         raise ValueError(f"colour_agreement: images must be uint8 [N,3,H,W], got {images.dtype} {tuple(images.shape)}")
     if masks.shape != (images.shape[0], 1, *images.shape[2:]):
@@ -183,16 +182,16 @@ def colour_agreement(images: torch.Tensor, masks: torch.Tensor, max_images: int 
     if max_images < 1:
         raise ValueError(f"colour_agreement: max_images must be >= 1, got {max_images}")
 
-    def iou(a: np.ndarray, b: np.ndarray) -> float:
-        union = np.logical_or(a, b).sum()
-        return float(np.logical_and(a, b).sum() / union) if union else 1.0
+    m = masks[:max_images]
+    km = torch.from_numpy(np.stack([kmeans(img) for img in images[:len(m)].permute(0, 2, 3, 1).numpy()]))
 
-    ious, swapped = [], []
-    for img, m in zip(images[:max_images].permute(0, 2, 3, 1).numpy(), masks[:max_images, 0].numpy()):
-        km = kmeans(img)
-        ious.append(iou(m, km))
-        swapped.append(iou(~m, km) > ious[-1])
-    return {"kmeans_iou": float(np.mean(ious)), "kmeans_swapped_fraction": float(np.mean(swapped))}
+    def per_image_iou(pred: torch.Tensor) -> np.ndarray:
+        meter = SegmentationMeter()
+        meter.update(pred, km)
+        return meter.per_image()["iou"]
+
+    iou = per_image_iou(m)
+    return {"kmeans_iou": float(iou.mean()), "kmeans_swapped_fraction": float((per_image_iou(~m) > iou).mean())}
 
 
 def direct_stats(G, n: int = 1000, batch: int = 32, device="cpu", seed: int = 0) -> dict:
