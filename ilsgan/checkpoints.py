@@ -200,7 +200,8 @@ def load_generator(path: Union[str, os.PathLike], device: Union[str, torch.devic
                    impl: str = "auto"):
     """Rebuild the layered generator stored in checkpoint ``path`` (a file, or a run directory: its
     latest checkpoint), load weights ``which`` (``"G_ema"``, default, or ``"G"``), move it to ``device``
-    and return it in eval mode with ``requires_grad=False``. ``G.ilsgan_config`` holds the config.
+    and return it in eval mode with ``requires_grad=False``. ``G.ilsgan_config`` holds the config,
+    ``G.ilsgan_meta`` the run's metadata (``"data"``: the training data spec, ``"seed"``, ...).
     Call ``G(z, return_layers=True)`` with ``z ~ N(0, 1)`` of shape ``[N, G.z_dim]``."""
     if which not in ("G_ema", "G"):
         raise ValueError(f"load_generator: which must be 'G_ema' or 'G', got {which!r}")
@@ -214,6 +215,7 @@ def load_generator(path: Union[str, os.PathLike], device: Union[str, torch.devic
         raise CheckpointError(f"checkpoint {ckpt['path']!r}: weights {which!r} do not match its config ({e})") from e
     G = G.to(device).eval().requires_grad_(False)
     G.ilsgan_config = cfg
+    G.ilsgan_meta = dict(ckpt.get("meta") or {})
     return G
 
 

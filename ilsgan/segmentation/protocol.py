@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -36,9 +36,10 @@ from ..metrics.segmentation import SegmentationMeter
 from .unet import UNet
 
 __all__ = [
-    "ProtocolConfig", "colour_augment", "generate_pairs", "direct_stats", "colour_agreement", "train_unet",
+    "ProtocolConfig", "colour_augment", "strong_augment", "generate_pairs", "direct_stats", "colour_agreement",
+    "train_unet", "pseudo_labels", "self_train",
     "predict_logits", "predict_masks", "evaluate_model", "save_unet", "load_unet", "open_test_set",
-    "run_protocol",
+    "run_protocol", "sample_images",
 ]
 
 
@@ -57,6 +58,15 @@ class ProtocolConfig:
     augment_p: float = 0.5
     gen_batch: int = 32
     seed: int = 0
+    # What departs from the paper's protocol (each off by default = the paper). ``augment="strong"``
+    # adds to the colour transforms a horizontal flip, a random zoom/shift (targets follow), blur and
+    # pixel noise: the generator's images are smoother and cleaner than real ones, and a UNet that
+    # has only seen them reads texture and noise as "object". ``self_train`` rounds of pseudo-labelling
+    # the unlabeled real *training* images (see :func:`self_train`).
+    augment: str = "colour"
+    self_train: int = 0
+    self_train_images: int = 2000
+    self_train_confidence: float = 0.9
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,14 +263,90 @@ def _evaluate_tensors(model, images, masks, unet_resolution, batch) -> dict:
     return meter.compute()
 
 
+def strong_augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, p: float = 0.5):
+    """The extra transforms of ``augment="strong"`` on a batch ``x`` float ``[B,3,H,W]`` in [-1, 1] and
+    its targets ``y`` int64 ``[B,H,W]`` (-1 = ignore), each applied per sample: a horizontal flip (p=0.5);
+    with probability ``p`` a zoom into a random window of 70-100% of the side (bilinear for images,
+    nearest for targets; the window stays inside the image, so no padding is invented); with
+    probability ``p`` a Gaussian blur (sigma U(0.3, 1.2) px) and with probability ``p`` pixel noise
+    (std U(0, 0.1)). Returns ``(x, y)``."""
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def rnd(*shape):
+        return torch.rand(*shape, generator=generator).to(dev)
+
+    flip = torch.where(rnd(b) < 0.5, -1.0, 1.0)
+    side = torch.where(rnd(b) < p, 0.7 + 0.3 * rnd(b), torch.ones(b, device=dev))
+    tx, ty = (rnd(b) * 2 - 1) * (1 - side), (rnd(b) * 2 - 1) * (1 - side)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 2] = side * flip, tx
+    theta[:, 1, 1], theta[:, 1, 2] = side, ty
+    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    y = F.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="border",
+                      align_corners=False)[:, 0].round().long()
+    blur = rnd(b) < p
+    x = torch.where(blur[:, None, None, None], _blur(x, 0.3 + 0.9 * rnd(b)), x)
+    noise_std = torch.where(rnd(b) < p, 0.1 * rnd(b), torch.zeros(b, device=dev))
+    x = x + noise_std[:, None, None, None] * torch.randn(x.shape, generator=generator).to(dev)
+    return x, y
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of ``x`` [B,C,H,W] with a per-sample ``sigma`` [B] (5 taps, edges replicated)."""
+    h, w = x.shape[-2:]
+    r = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
+    k = torch.exp(-r[None] ** 2 / (2 * sigma[:, None].to(x.dtype) ** 2))
+    k = (k / k.sum(1, keepdim=True))[:, :, None, None, None]  # [B,5,1,1,1]
+    xp = F.pad(x, (2, 2, 0, 0), mode="replicate")
+    x = sum(k[:, i] * xp[..., i:i + w] for i in range(5))
+    xp = F.pad(x, (0, 0, 2, 2), mode="replicate")
+    return sum(k[:, i] * xp[..., i:i + h, :] for i in range(5))
+
+
+def _train_batch(x_all, y_all, idx, cfg: ProtocolConfig, g: torch.Generator, device):
+    """One augmented batch: images float in [-1, 1], targets int64 [B,H,W] (-1 = ignore)."""
+    x = _to_unit(x_all[idx]).to(device)
+    y = y_all[idx].to(device)[:, 0].long()
+    if cfg.augment_p > 0:
+        x = colour_augment(x, cfg.augment_p, generator=g)
+    if cfg.augment == "strong":
+        x, y = strong_augment(x, y, g, cfg.augment_p)
+    return x, y
+
+
+def _resize_for_unet(images: torch.Tensor, targets: torch.Tensor, size: int):
+    """uint8 images and integer targets (-1/0/1; bool masks too) at the UNet resolution, in chunks."""
+    if images.shape[-1] == size:
+        return images, targets.to(torch.int8)
+    x = torch.cat([((_resize_images(_to_unit(images[i:i + 256]), size) + 1) * 127.5)
+                   .round().clamp(0, 255).to(torch.uint8) for i in range(0, images.shape[0], 256)])
+    y = torch.cat([F.interpolate(targets[i:i + 256].float(), size=(size, size), mode="nearest")
+                   for i in range(0, targets.shape[0], 256)]).to(torch.int8)
+    return x, y
+
+
 def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | None = None, device="cpu",
-               val_images: torch.Tensor | None = None, val_masks: torch.Tensor | None = None):
+               val_images: torch.Tensor | None = None, val_masks: torch.Tensor | None = None,
+               real_images: torch.Tensor | None = None, real_targets: torch.Tensor | None = None,
+               select: str = "val"):
     """Train the UNet on ``images`` uint8 ``[N,3,R,R]`` / ``masks`` bool ``[N,1,R,R]``; if no
     validation set is given, the last ``cfg.val_fraction`` of the pairs is held out.
-    Returns ``(model with the best-validation weights, eval mode, info dict)``."""
+
+    ``real_images`` uint8 ``[M,3,R,R]`` with ``real_targets`` int8 ``[M,1,R,R]`` (1 foreground,
+    0 background, -1 ignored) add pseudo-labelled real images: each batch is then half generated
+    pairs, half real images, and ignored pixels carry no loss. ``select``: ``"val"`` keeps the
+    weights with the best foreground IoU on the synthetic validation pairs (the paper's rule);
+    ``"last"`` keeps the final weights (the validation IoU is still reported).
+    Returns ``(model in eval mode, info dict)``."""
     from tqdm.auto import tqdm
 
     cfg = cfg or ProtocolConfig()
+    if cfg.augment not in ("colour", "strong"):
+        raise ValueError(f"augment (--unet-augment) must be 'colour' or 'strong', got {cfg.augment!r}")
+    if select not in ("val", "last"):
+        raise ValueError(f"select must be 'val' or 'last', got {select!r}")
     if val_images is None:
         n_val = max(1, int(round(images.shape[0] * cfg.val_fraction)))
         if images.shape[0] - n_val < 1:
@@ -269,6 +355,8 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
         masks, val_masks = masks[:-n_val], masks[-n_val:]
     if cfg.unet_resolution % 16:
         raise ValueError(f"unet_resolution (--unet-resolution) must be divisible by 16, got {cfg.unet_resolution}")
+    if (real_images is None) != (real_targets is None):
+        raise ValueError("train_unet: real_images and real_targets go together")
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed + 1)
     model = UNet(base=cfg.unet_base).to(device)
@@ -276,24 +364,23 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
     milestone = max(1, int(round(cfg.unet_iters * cfg.decay_at)))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[milestone], gamma=cfg.decay)
     val_every = cfg.val_every or max(1, cfg.unet_iters // 20)
-    # training inputs at the UNet resolution (targets too)
-    x_all, y_all = images, masks.bool()
-    if images.shape[-1] != cfg.unet_resolution:  # resize in chunks, keep uint8 (10k pairs at 128 px)
-        x_all = torch.cat([((_resize_images(_to_unit(images[i:i + 256]), cfg.unet_resolution) + 1) * 127.5)
-                           .round().clamp(0, 255).to(torch.uint8) for i in range(0, images.shape[0], 256)])
-        y_all = torch.cat([_resize_masks(masks[i:i + 256], cfg.unet_resolution)
-                           for i in range(0, masks.shape[0], 256)])
+    x_all, y_all = _resize_for_unet(images, masks, cfg.unet_resolution)
     n = x_all.shape[0]
+    bs = min(cfg.batch, n)
+    if real_images is not None:
+        xr_all, yr_all = _resize_for_unet(real_images, real_targets, cfg.unet_resolution)
+        bs_real = min(cfg.batch // 2, xr_all.shape[0])
+        bs = min(cfg.batch - bs_real, n)
     best, best_state, best_iter, history = -1.0, None, 0, []
     bar = tqdm(range(1, cfg.unet_iters + 1), desc="training UNet", leave=False)
     model.train()
     for it in bar:
-        idx = torch.randint(0, n, (min(cfg.batch, n),), generator=g)
-        x = _to_unit(x_all[idx]).to(device)
-        y = y_all[idx].to(device)
-        if cfg.augment_p > 0:
-            x = colour_augment(x, cfg.augment_p, generator=g)
-        loss = F.cross_entropy(model(x), y[:, 0].long())
+        x, y = _train_batch(x_all, y_all, torch.randint(0, n, (bs,), generator=g), cfg, g, device)
+        if real_images is not None:
+            idx = torch.randint(0, xr_all.shape[0], (bs_real,), generator=g)
+            xr, yr = _train_batch(xr_all, yr_all, idx, cfg, g, device)
+            x, y = torch.cat([x, xr]), torch.cat([y, yr])
+        loss = F.cross_entropy(model(x), y, ignore_index=-1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -303,7 +390,7 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
             model.train()
             history.append({"iter": it, "loss": loss.item(), "val_iou": val["iou"]})
             bar.set_postfix(loss=f"{loss.item():.3f}", val_iou=f"{val['iou']:.3f}")
-            if val["iou"] > best:
+            if val["iou"] > best or select == "last":
                 best, best_state = val["iou"], copy.deepcopy(model.state_dict())
                 best_iter = it
     model.load_state_dict(best_state)
@@ -311,6 +398,49 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
     info = {"val_iou": best, "best_iter": best_iter, "history": history, "n_train": int(n),
             "n_val": int(val_images.shape[0]), "config": asdict(cfg)}
     return model, info
+
+
+@torch.no_grad()
+def pseudo_labels(model, images: torch.Tensor, unet_resolution: int, confidence: float, batch: int = 64):
+    """Targets for self-training from a UNet's predictions on unlabeled ``images`` uint8 ``[M,3,R,R]``:
+    int8 ``[M,1,R,R]``, 1/0 where the foreground probability (averaged over the image and its
+    horizontal mirror) is above ``confidence`` / below ``1 - confidence``, -1 (ignored) elsewhere."""
+    if not 0.5 <= confidence < 1:
+        raise ValueError(f"confidence (--self-train-confidence) must be in [0.5, 1), got {confidence}")
+    was = model.training
+    model.eval()
+    out = []
+    for i in range(0, images.shape[0], batch):
+        x = images[i:i + batch]
+        p = predict_logits(model, x, unet_resolution).softmax(1)[:, 1:]
+        p = 0.5 * (p + predict_logits(model, x.flip(-1), unet_resolution).softmax(1)[:, 1:].flip(-1))
+        t = torch.full(p.shape, -1, dtype=torch.int8)
+        t[p.cpu() > confidence] = 1
+        t[p.cpu() < 1 - confidence] = 0
+        out.append(t)
+    model.train(was)
+    return torch.cat(out)
+
+
+def self_train(model, images: torch.Tensor, masks: torch.Tensor, real_images: torch.Tensor,
+               cfg: ProtocolConfig, device="cpu"):
+    """Self-training on unlabeled real images (no real label is read): ``cfg.self_train`` rounds of
+    (1) :func:`pseudo_labels` of ``real_images`` by the current UNet, confident pixels only;
+    (2) a new UNet trained on the generated pairs (``images``, ``masks``) and the pseudo-labelled real
+    images together (:func:`train_unet`, final weights kept: the synthetic validation pairs no longer
+    measure what this round optimizes). Returns ``(model, [info per round])``; each info has
+    ``labelled_fraction`` (share of real pixels confident enough to be a target) and
+    ``foreground_fraction`` (share of those that are foreground)."""
+    rounds = []
+    for r in range(cfg.self_train):
+        targets = pseudo_labels(model, real_images, cfg.unet_resolution, cfg.self_train_confidence, cfg.batch)
+        labelled = targets >= 0
+        model, info = train_unet(images, masks, replace(cfg, seed=cfg.seed + 101 * (r + 1)), device,
+                                 real_images=real_images, real_targets=targets, select="last")
+        info.update(round=r + 1, labelled_fraction=float(labelled.float().mean()),
+                    foreground_fraction=float((targets == 1).sum() / labelled.sum().clamp(min=1)))
+        rounds.append(info)
+    return model, rounds
 
 
 def save_unet(model, path, unet_resolution: int, extra: dict | None = None) -> None:
@@ -337,7 +467,17 @@ def load_unet(path, device="cpu"):
 
 
 # ----------------------------------------------------------------------------------------------
-# Real test set
+# Real images
+
+def sample_images(dataset, n: int, seed: int = 0) -> torch.Tensor:
+    """``min(n, len(dataset))`` images of ``dataset`` (items: uint8 ``[3,R,R]`` or ``(image, ...)``),
+    drawn without replacement with ``seed``, as one uint8 tensor ``[n,3,R,R]``."""
+    if n < 1:
+        raise ValueError(f"sample_images: n (--self-train-images) must be >= 1, got {n}")
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    items = [dataset[i] for i in idx]
+    return torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items])
+
 
 def open_test_set(images: str, masks: str | None, resolution: int | None):
     """Dataset of (image uint8 [3,R,R], mask bool [1,R,R]) via ``ilsgan.data.open_image_mask_folder``:
@@ -370,14 +510,33 @@ def evaluate_model(model, dataset, unet_resolution: int, batch: int = 64, device
 
 
 def run_protocol(G, test_dataset=None, cfg: ProtocolConfig | None = None, device="cpu",
-                 protocol: str = "unet") -> dict:
+                 protocol: str = "unet", real_images: torch.Tensor | None = None) -> dict:
     """Full protocol on a layered generator. ``protocol``: "unet", "direct" or "both".
-    Returns ``{"metrics": real-test metrics (unet), "direct": stats, "unet_info": ..., "model": UNet}``."""
+
+    ``real_images`` uint8 ``[M,3,R,R]``: unlabeled real *training* images, needed when
+    ``cfg.self_train > 0``; they also give the realism score (``fidelity``, see
+    :func:`ilsgan.metrics.real_vs_generated_accuracy`), which compares them with generated composites.
+
+    Returns a dict with ``direct`` (statistics of the generator's own masks), ``unet_info`` and
+    ``model`` (the UNet trained on generated pairs with ``cfg``'s augmentation: with ``"colour"`` this
+    is exactly the paper's protocol), ``metrics`` (that UNet on ``test_dataset``), and with
+    self-training ``self_train_info`` (one dict per round), ``self_trained_model`` and
+    ``self_trained_metrics``; ``fidelity`` when ``real_images`` are given."""
     if protocol not in ("unet", "direct", "both"):
         raise ValueError(f"protocol (--protocol) must be unet, direct or both, got {protocol!r}")
     cfg = cfg or ProtocolConfig()
+    if cfg.self_train < 0:
+        raise ValueError(f"self_train (--self-train) must be >= 0, got {cfg.self_train}")
+    if cfg.self_train and protocol != "direct" and real_images is None:
+        raise ValueError("self-training (--self-train > 0) needs the unlabeled real training images")
     images, masks, stats = generate_pairs(G, cfg.pairs, cfg.gen_batch, device, cfg.seed)
     res = {"direct": stats}
+    if real_images is not None:
+        from ..metrics.realism import real_vs_generated_accuracy
+        if tuple(real_images.shape[-2:]) != tuple(images.shape[-2:]):
+            real_images = ((_resize_images(_to_unit(real_images), images.shape[-1]) + 1) * 127.5).round().clamp(
+                0, 255).to(torch.uint8)
+        res["fidelity"] = real_vs_generated_accuracy(real_images, images, seed=cfg.seed, device=device)
     if protocol in ("unet", "both"):
         model, info = train_unet(images, masks, cfg, device)
         res["unet_info"] = info
@@ -385,4 +544,11 @@ def run_protocol(G, test_dataset=None, cfg: ProtocolConfig | None = None, device
         res["direct"]["unet_val_iou"] = info["val_iou"]
         if test_dataset is not None:
             res["metrics"] = evaluate_model(model, test_dataset, cfg.unet_resolution, cfg.batch, device)
+        if cfg.self_train:
+            st_model, rounds = self_train(model, images, masks, real_images, cfg, device)
+            res["self_train_info"] = rounds
+            res["self_trained_model"] = st_model
+            if test_dataset is not None:
+                res["self_trained_metrics"] = evaluate_model(st_model, test_dataset, cfg.unet_resolution, cfg.batch,
+                                                             device)
     return res

@@ -131,6 +131,7 @@ def training_loop(
     resume: Optional[str | os.PathLike] = None,
     workers: int = 0,
     max_iters: Optional[int] = None,
+    minutes: Optional[float] = None,
     progress: bool = True,
     tensorboard: bool = True,
     nan_guard: str = "replace",
@@ -146,14 +147,17 @@ def training_loop(
 
     Writes into ``run_dir``: ``config.json``, ``log.jsonl``, ``reals.png``, ``grid-KKKKKK.png``,
     ``plot.png``, ``checkpoint-KKKKKK.pt`` and ``checkpoint-latest.pt`` (KKKKKK = kimg).
-    Stops after ``cfg["kimg"]`` kimg, after ``max_iters`` iterations in total, or when ``stop`` is
-    requested (a checkpoint is saved in every case). Returns a summary dict
+    Stops after ``cfg["kimg"]`` kimg, after ``max_iters`` iterations in total, at the first tick after
+    ``minutes`` minutes of training in this call (a wall-clock budget: the run then ends as "done", with
+    a full snapshot), or when ``stop`` is requested (a checkpoint is saved in every case). Returns a summary dict
     (``status`` "done"/"interrupted", ``cur_nimg``, ``iteration``, paths, last record).
     """
     from ..augment import AdaptiveAugment, AugmentPipe
     from ..data import open_dataset
     from ..networks import build_networks, ema_kimg as cfg_ema_kimg
 
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"minutes (--minutes) must be > 0, got {minutes!r}")
     if nan_guard not in ("replace", "skip"):
         raise ValueError(f"nan_guard must be 'replace' or 'skip', got {nan_guard!r}")
     run_dir = Path(run_dir)
@@ -312,7 +316,8 @@ def training_loop(
         try:
             from tqdm.auto import tqdm
             pbar = tqdm(total=total_nimg, initial=min(cur_nimg, total_nimg), unit="img", unit_scale=True,
-                        dynamic_ncols=True, file=sys.stderr, desc="train", smoothing=0.1)
+                        dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
+                        desc="train" if minutes is None else f"train (stops after {minutes:g} min)")
         except Exception:  # noqa: BLE001
             pbar = None
     start_nimg = cur_nimg
@@ -321,6 +326,7 @@ def training_loop(
     next_tick = (cur_nimg // tick_nimg + 1) * tick_nimg
     next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
     status = "done"
+    budget_hit = False
     last_record: Dict[str, Any] = {}
     last_snap: Dict[str, Path] = {}
     reg_k = int(cfg.get("D_reg_interval") or 0)
@@ -368,6 +374,11 @@ def training_loop(
         if cur_nimg >= next_tick or done or stop_now:
             rec = collector.reduce(world)
             now = time.time()
+            if minutes is not None and not done:
+                # every rank must agree, or one would wait for the others in the next collective
+                over = now - t_start >= minutes * 60
+                done = dd.any_flag(over, world, device) if world > 1 else over
+                budget_hit = done
             dt, dn = now - t_tick, cur_nimg - tick_start_nimg
             rec = {"Progress/kimg": cur_nimg / 1000, "Progress/iteration": iteration,
                    "Progress/augment_p": float(augment_pipe.p) if augment_pipe is not None else 0.0,
@@ -393,6 +404,8 @@ def training_loop(
                     pbar.set_postfix_str(summary, refresh=False)
                 else:  # no bar (--no-progress, logs to a file): one line per tick, with an ETA
                     eta = (total_nimg - cur_nimg) / 1000 * rec["Timing/sec_per_kimg"]
+                    if minutes is not None:
+                        eta = min(eta, max(0.0, minutes * 60 - (now - t_start)))
                     log_fn(f"kimg {cur_nimg / 1000:.2f}/{total_nimg / 1000:g}  {summary}  ETA {eta / 60:.1f} min")
             last_record = rec
             t_tick, tick_start_nimg = now, cur_nimg
@@ -415,7 +428,7 @@ def training_loop(
         logger.close()
     if tb is not None:
         tb.close()
-    return {"status": status, "signal": stop.signum, "cur_nimg": cur_nimg, "iteration": iteration,
+    return {"status": status, "budget_hit": budget_hit, "signal": stop.signum, "cur_nimg": cur_nimg, "iteration": iteration,
             "run_dir": str(run_dir), "last_record": last_record, "snapshot": {k: str(v) for k, v in last_snap.items()},
             "nan_events": nan_events, "dist": dist_info, "seconds": time.time() - t_start,
             "tensorboard_error": tb.error if tb is not None else None}
