@@ -14,7 +14,7 @@ from ilsgan import train
 
 from _train_tiny import TINY_CFG_ARGS
 
-FAST = ["--no-progress", "--no-tensorboard", "--data", "synthetic:easy", "--aug", "noaug"]
+FAST = ["--no-progress", "--no-tensorboard", "--data", "synthetic:easy", "--aug", "noaug", "--final-eval", "off"]
 
 
 def run_cli(args, capsys):
@@ -182,3 +182,24 @@ def test_cpu_malloc_tuning_keeps_large_tensors_off_mmap():
     x.fill_(1.0)
     assert mallinfo2().hblkhd == before
     assert mallinfo2().uordblks >= x.numel() * 4  # it is in the heap instead
+
+
+def test_minutes_budget_then_masks_scored_against_the_baselines(tmp_path, capsys, monkeypatch):
+    from ilsgan import evaluate
+    from ilsgan.checkpoints import load_checkpoint
+    monkeypatch.setattr(evaluate, "QUICK_ARGS", ("--pairs", "16", "--unet-iters", "2", "--unet-base", "4",
+                                                 "--unet-batch", "8", "--self-train", "1",
+                                                 "--self-train-images", "8"))
+    args = TINY_CFG_ARGS + ["--no-progress", "--no-tensorboard", "--data", "synthetic:easy", "--aug", "noaug",
+                            "--outdir", str(tmp_path), "--name", "m", "--kimg", "100", "--snap", "50",
+                            "--tick", "0.004", "--minutes", "0.0001"]
+    rc, out, _ = run_cli(args, capsys)
+    assert rc == 0, out
+    assert out.splitlines()[0].endswith("stops after 0.0001 minutes of training")
+    assert "(the 0.0001-minute budget)" in out
+    run = tmp_path / "m"
+    assert load_checkpoint(run / "checkpoint-latest.pt")["counters"]["cur_nimg"] == 4  # the first tick
+    rep = json.loads((run / "eval.json").read_text())
+    assert rep["n_test"] == 200 and set(rep["baselines"]) == {"allfg", "otsu", "kmeans", "border"}
+    assert "self_trained" in rep and evaluate.PAPER_ROW in out and "IoU vs" in out
+    assert len(os.listdir(run / "test-images" / "images")) == 200
