@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ils-dist", choices=("laplace", "gaussian"), default=None,
                    help="ILS conditional distribution [laplace]")
     g.add_argument("--w-bin", type=_nonneg_float("--w-bin"), default=None, help="mask binarization weight [2]")
+    g.add_argument("--bin-ramp-kimg", type=_nonneg_float("--bin-ramp-kimg"), default=None,
+                   help="grow the binarization weight linearly from 0 to --w-bin over this many kimg (0 = from the "
+                        "start, as the paper) [preset]")
     g.add_argument("--w-area", type=_nonneg_float("--w-area"), default=None, help="mask area prior weight [2]")
     g.add_argument("--area-min", type=_nonneg_float("--area-min"), default=None,
                    help="minimum mean mask area of the area prior [0.25]")
@@ -214,7 +217,7 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> Dict[str, Any]:
         cfg[k] = _parse_value(v)
     simple = {"resolution": "resolution", "batch": "batch", "kimg": "kimg", "snap": "snap_kimg", "tick": "tick_kimg",
               "w_ils": "lambda_ils", "ils_switch_kimg": "ils_sigma_kimg", "ils_dist": "ils_distribution",
-              "w_bin": "lambda_bin", "w_area": "lambda_area", "area_min": "area_min", "r1_gamma": "gamma",
+              "w_bin": "lambda_bin", "bin_ramp_kimg": "bin_ramp_kimg", "w_area": "lambda_area", "area_min": "area_min", "r1_gamma": "gamma",
               "shift": "shift_max", "glr": "G_lr", "dlr": "D_lr", "crop": "crop"}
     for a, k in simple.items():
         v = getattr(args, a)

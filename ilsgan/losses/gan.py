@@ -75,6 +75,8 @@ class LossWeights:
     ``ils``: the independence term on/off (ablation); ``w_ils`` scales the σ schedule ``ils_sigma`` =
     (before, after) ``ils_sigma_kimg``.
     ``shift_max``: perturbation range (fraction of the width; 0 = off).
+    ``bin_ramp_kimg``: the binarization weight grows linearly from 0 to ``w_bin`` over this many kimg
+    (0 = full weight from the start, as the paper).
     """
     r1_gamma: float = 0.0256
     D_reg_interval: Optional[int] = 16
@@ -89,6 +91,12 @@ class LossWeights:
     ils_sigma_kimg: float = 400.0
     ils_distribution: str = "laplace"
     shift_max: float = 0.125
+    bin_ramp_kimg: float = 0.0
+
+    def bin_weight(self, kimg: float) -> float:
+        if self.bin_ramp_kimg <= 0:
+            return self.w_bin
+        return self.w_bin * min(1.0, kimg / self.bin_ramp_kimg)
 
     def sigma(self, kimg: float) -> float:
         early, late = self.ils_sigma
@@ -147,8 +155,9 @@ class ILSGANLoss:
             logits = self.run_D(x_T)
             adv = g_nonsaturating_loss(logits)
             per_sample = w.w_adv * adv
-            if w.w_bin or w.w_area:
-                per_sample = per_sample + mask_loss(m_T, bin_weight=w.w_bin, area_weight=w.w_area,
+            w_bin = w.bin_weight(cur_nimg / 1000)
+            if w_bin or w.w_area:
+                per_sample = per_sample + mask_loss(m_T, bin_weight=w_bin, area_weight=w.w_area,
                                                     min_area=w.area_min, mirror=self._mask_mirror(),
                                                     mirror_mask=m, impl=self.impl)
             loss = per_sample.mean()

@@ -82,6 +82,7 @@ _PAPER: Dict[str, Any] = dict(
     # ILSGAN (§3, §5)
     shift_max=0.125,
     lambda_bin=2.0,
+    bin_ramp_kimg=0.0,
     lambda_area=2.0,
     area_min=0.25,
     area_mirror=None,

@@ -94,6 +94,7 @@ def loss_weights_from_config(cfg: Dict[str, Any]) -> LossWeights:
         ils_sigma_kimg=float(cfg["ils_sigma_kimg"]),
         ils_distribution=cfg["ils_distribution"],
         shift_max=float(cfg["shift_max"]),
+        bin_ramp_kimg=float(cfg.get("bin_ramp_kimg") or 0.0),
     )
 
 
