@@ -1,4 +1,4 @@
-"""The layered generator of ILSGAN (ILSGAN.md §2): two independent StyleGAN2 generators fed by the
+"""The layered generator of ILSGAN: two independent StyleGAN2 generators fed by the
 same z — a foreground generator producing RGB + a mask logit, a background generator producing RGB —
 composited as ``x = m * f + (1 - m) * b`` with :func:`ilsgan.ops.composite`."""
 
@@ -96,7 +96,7 @@ class LayeredGenerator(nn.Module):
         """
         out = self.layers(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           noise_mode=noise_mode, update_emas=update_emas, force_fp32=force_fp32)
-        img = composite(out["fg"], out["bg"], out["mask"], impl=self.impl)
+        img, _ = ops.composite(out["fg"], out["bg"], out["mask"], impl=self.impl)
         if not return_layers:
             return img
         out["composite"] = img
@@ -104,8 +104,3 @@ class LayeredGenerator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, img_resolution={self.img_resolution}"
-
-
-def composite(f: Tensor, b: Tensor, m: Tensor, impl: str = "auto") -> Tensor:
-    """Unshifted composite through :func:`ilsgan.ops.composite` (returns only the image)."""
-    return ops.composite(f, b, m, impl=impl)

@@ -1,4 +1,4 @@
-"""StyleGAN2 synthesis network, "skip" architecture (ILSGAN.md §2).
+"""StyleGAN2 synthesis network, "skip" architecture (each of ILSGAN's two generators has one).
 
 4x4 learned constant, then per resolution two modulated 3x3 convolutions (the first up-samples
 by 2 with the [1,3,3,1] FIR filter), noise inputs, and a ToRGB layer whose output is added to the
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from .layers import RESAMPLE_FILTER, FullyConnectedLayer, compute_dtype
+from .layers import RESAMPLE_FILTER, FullyConnectedLayer, activation_gain, compute_dtype
 
 __all__ = ["SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "SynthesisNetwork", "channels_per_resolution"]
 
@@ -52,7 +52,7 @@ class SynthesisLayer(nn.Module):
         self.impl = impl
         self.register_buffer("resample_filter", ops.setup_filter(resample_filter))
         self.padding = kernel_size // 2
-        self.act_gain = math.sqrt(2) if activation in ("lrelu", "relu") else 1.0
+        self.act_gain = activation_gain("SynthesisLayer", activation)
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, impl=impl)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size])
