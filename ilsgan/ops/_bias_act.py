@@ -27,7 +27,7 @@ from torch import Tensor
 from ._activations import ACTIVATIONS
 from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, register_op, resolve_backend
 from ._extensions import match_strides, memory_format_of
-from ._validate import as_float, check_tensor
+from ._validate import check_tensor, parse_activation
 
 __all__ = ["bias_act", "SPEC"]
 
@@ -276,19 +276,10 @@ def bias_act(
         respect to ``x`` and ``b`` on every backend.
     """
     check_tensor("bias_act", "x", x)
-    if not isinstance(act, str) or act not in ACTIVATIONS:
-        raise ValueError(f"bias_act: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    spec = ACTIVATIONS[act]
+    spec, alpha, gain, clamp = parse_activation("bias_act", act, alpha, gain, clamp)
+    clamp = -1.0 if clamp is None else clamp  # the kernels' "no clamp"
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"bias_act: dim must be an int, got {type(dim).__name__}")
-    alpha = spec.def_alpha if alpha is None else as_float("bias_act", "alpha", alpha)
-    gain = spec.def_gain if gain is None else as_float("bias_act", "gain", gain)
-    if clamp is None:
-        clamp = -1.0
-    else:
-        clamp = as_float("bias_act", "clamp", clamp, allow_inf=True)
-        if clamp < 0:
-            raise ValueError(f"bias_act: clamp must be >= 0 (or None to disable), got {clamp}")
     if b is not None:
         if not isinstance(b, Tensor):
             raise TypeError(f"bias_act: b must be a torch.Tensor or None, got {type(b).__name__}")

@@ -54,7 +54,7 @@ from ._bias_act import bias_act
 from ._conv2d_resample import conv2d_resample, output_size
 from ._dispatch import BACKENDS, OpSpec, kernels, no_bfloat16_on_cpu, register_op, resolve_backend
 from ._extensions import match_strides, memory_format_of
-from ._validate import as_float, check_bool, check_factor, check_filter, check_tensor, parse_padding
+from ._validate import check_bool, check_factor, check_filter, check_tensor, parse_activation, parse_padding
 
 __all__ = ["modulated_conv2d", "SPEC"]
 
@@ -455,14 +455,7 @@ def modulated_conv2d(
         check_tensor(_OP, "bias", bias, like=x)
         if tuple(bias.shape) != (o,):
             raise ValueError(f"{_OP}: bias must have shape [O] = [{o}], got {tuple(bias.shape)}")
-    if not isinstance(act, str) or act not in ACTIVATIONS:
-        raise ValueError(f"{_OP}: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    alpha = ACTIVATIONS[act].def_alpha if alpha is None else as_float(_OP, "alpha", alpha)
-    gain = ACTIVATIONS[act].def_gain if gain is None else as_float(_OP, "gain", gain)
-    if clamp is not None:
-        clamp = as_float(_OP, "clamp", clamp, allow_inf=True)
-        if clamp < 0:
-            raise ValueError(f"{_OP}: clamp must be >= 0 (or None), got {clamp}")
+    _, alpha, gain, clamp = parse_activation(_OP, act, alpha, gain, clamp)
 
     backend = resolve_backend(_OP, impl, x.device.type, strict, x.dtype, False)
     if fused_modconv is None:  # see the module docstring

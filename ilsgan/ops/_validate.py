@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._activations import ACTIVATIONS, Activation
+
 
 def as_float(op: str, name: str, value, allow_inf: bool = False) -> float:
     """``value`` (a Python or NumPy number, or a one-element tensor that does not require grad) as a
@@ -23,6 +25,21 @@ def as_float(op: str, name: str, value, allow_inf: bool = False) -> float:
     if math.isnan(value) or (math.isinf(value) and not allow_inf):
         raise ValueError(f"{op}: {name} must be finite, got {value}")
     return value
+
+
+def parse_activation(op: str, act, alpha, gain, clamp) -> Tuple[Activation, float, float, Optional[float]]:
+    """``(activation, alpha, gain, clamp)`` with the activation's defaults for ``None`` alpha and gain;
+    ``clamp`` is None (no clamp) or a float >= 0 (may be inf)."""
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise ValueError(f"{op}: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    spec = ACTIVATIONS[act]
+    alpha = spec.def_alpha if alpha is None else as_float(op, "alpha", alpha)
+    gain = spec.def_gain if gain is None else as_float(op, "gain", gain)
+    if clamp is not None:
+        clamp = as_float(op, "clamp", clamp, allow_inf=True)
+        if clamp < 0:
+            raise ValueError(f"{op}: clamp must be >= 0 (or None to disable), got {clamp}")
+    return spec, alpha, gain, clamp
 
 
 def check_bool(op: str, name: str, value) -> bool:
