@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from .mapping import MappingNetwork
-from .synthesis import SynthesisNetwork, _check_noise_mode
+from .synthesis import SynthesisNetwork, check_noise_mode
 
 __all__ = ["Generator", "LayeredGenerator"]
 
@@ -73,7 +73,7 @@ class LayeredGenerator(nn.Module):
         """The three layers without compositing: ``{"fg" [N,3,R,R], "bg" [N,3,R,R], "mask" [N,1,R,R] in
         [0, 1], "mask_logits" [N,1,R,R]}`` (float32). The training loop composites these itself
         (perturbed composition: ``ilsgan.ops.composite(fg, bg, mask, shift=...)``)."""
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         if z.dim() != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"LayeredGenerator: z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
         kw = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,

@@ -29,7 +29,7 @@ def channels_per_resolution(resolutions, channel_base: int, channel_max: int) ->
     return {res: min(channel_base // res, channel_max) for res in resolutions}
 
 
-def _check_noise_mode(noise_mode: str) -> None:
+def check_noise_mode(noise_mode: str) -> None:
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
 
@@ -63,7 +63,7 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random", gain: float = 1.0) -> Tensor:
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -213,7 +213,7 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{res}", block)
 
     def forward(self, ws: Tensor, noise_mode: str = "random", force_fp32: bool = False) -> Tensor:
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         if ws.dim() != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"SynthesisNetwork: ws must have shape [N, {self.num_ws}, {self.w_dim}], "
                              f"got {tuple(ws.shape)}")

@@ -94,7 +94,7 @@ def _grad_impl(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db, bac
     return kernels(SPEC, backend).bias_act_grad(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db)
 
 
-def _grad_fake(g, x, b, y, dy, dim, need_db):
+def _grad_fake(g, x, y, dim, need_db):
     like = y if y is not None else (x if x is not None else g)
     dx = torch.empty_like(like, dtype=g.dtype)
     db = g.new_empty([g.shape[dim]] if need_db else [0])
@@ -111,7 +111,7 @@ def _bias_act_grad_op(
 
 @_bias_act_grad_op.register_fake
 def _(dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend):
-    return _grad_fake(dy, x, b, y, None, dim, need_db)
+    return _grad_fake(dy, x, y, dim, need_db)
 
 
 @torch.library.custom_op("ilsgan::bias_act_grad2", mutates_args=())
@@ -124,7 +124,7 @@ def _bias_act_grad2_op(
 
 @_bias_act_grad2_op.register_fake
 def _(g, dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend):
-    return _grad_fake(g, x, b, y, dy, dim, need_db)
+    return _grad_fake(g, x, y, dim, need_db)
 
 
 def _saves(act: int, alpha: float, clamp: float):
@@ -301,7 +301,8 @@ def bias_act(
     else:
         dim = 0
 
-    backend = resolve_backend("bias_act", impl, x.device.type, strict, x.dtype, bool(x.numel() >= 2**31))
+    huge = x.is_cuda and bool(x.numel() >= 2**31)  # only the cuda kernels care: no size guard elsewhere
+    backend = resolve_backend("bias_act", impl, x.device.type, strict, x.dtype, huge)
     if backend == "ref":
         return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     if act == "linear" and b is None and gain == 1 and clamp < 0:
