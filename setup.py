@@ -65,8 +65,14 @@ class AtomicBuildExtension(cpp_extension.BuildExtension):
         return dst, 1
 
 
+def _torch_release():
+    """(major, minor) of the installed torch: "2.14.0a0+git..." -> (2, 14)."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
 # torch 2.14's headers use C++20 features; older releases are built (and tested) as C++17.
-CXX_STD = "-std=c++20" if torch.__version__ >= "2.14" else "-std=c++17"
+CXX_STD = "-std=c++20" if _torch_release() >= (2, 14) else "-std=c++17"
 cxx_flags = ["-O3", CXX_STD, "-fopenmp", f"-march={os.environ.get('ILSGAN_CPU_ARCH', 'native')}"]
 ext_modules = [
     cpp_extension.CppExtension(
@@ -104,11 +110,16 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["ilsgan", "ilsgan.*"]) + ["ilsgan.kernels"],
     package_dir={"ilsgan.kernels": "kernels"},
-    install_requires=["torch>=2.4", "numpy", "pillow"],
+    # What the package and its command lines import at run time.
+    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "matplotlib"],
     extras_require={
+        # the triton backend of every op (GPU; on CPU only under TRITON_INTERPRET=1)
         "triton": ["triton>=3.4"],
-        "test": ["pytest", "pytest-benchmark"],
+        # reads the .mat annotation files of Stanford Dogs / Cars (python -m ilsgan.data prep-dogs|prep-cars)
         "data": ["scipy"],
+        # the grabcut baseline of python -m ilsgan.data baselines
+        "grabcut": ["opencv-python-headless"],
+        "test": ["pytest", "pytest-benchmark"],
     },
     ext_modules=ext_modules,
     cmdclass={"build_ext": AtomicBuildExtension.with_options(use_ninja=True)},

@@ -60,11 +60,11 @@ def test_composite(benchmark, shape, kind, shifted, impl):
         gms = torch.randn((N, 1, H, W), generator=g).to(DEVICE)
 
         def fn():
-            r = op(*args)
+            out, ms = op(*args)
             if shifted:
-                torch.autograd.grad(r, (f, b, m), (go, gms))
+                torch.autograd.grad((out, ms), (f, b, m), (go, gms))
             else:
-                torch.autograd.grad(r, (f, b, m), go)
+                torch.autograd.grad(out, (f, b, m), go)
             sync()
         nbytes = (3 * C + 1) * P + extra + (5 * C + 2) * P + extra
     name = "composite-shift" if shifted else "composite"

@@ -2,9 +2,10 @@
 forward and forward+backward, as a whole layer (modulated conv + noise + bias + lrelu + gain + clamp,
 or ToRGB: 1x1, no demodulation, bias, clamp).
 
-impls: ``ref`` (our plain-torch path), ``compile`` (torch.compile of ref), ``nvlabs_grouped`` (NVlabs
-per-sample weights + grouped conv, then plain-torch bias_act), ``nvlabs_fma`` (NVlabs scale ->
-shared conv -> fma(d, noise), then plain-torch bias_act), the fast backends of the device
+impls: ``ref`` (our plain-torch path), ``compile`` (torch.compile of ref), ``nvlabs_grouped`` (ref with
+``fused_modconv=True``: NVlabs per-sample weights + grouped conv, then plain-torch bias_act),
+``nvlabs_fma`` (ref with ``fused_modconv=False``: NVlabs scale -> shared conv -> fma(d, noise), then
+plain-torch bias_act), the fast backends of the device
 (``cpu``; ``cuda``, ``triton`` on a GPU), and ``conv_only``: torch's convolution of the layer alone
 (shared weight, no modulation, no epilogue; gradients w.r.t. x and the weight), the floor of any
 implementation that runs torch's conv, so ``nvlabs_fma / conv_only`` bounds what fusing the rest can
@@ -29,7 +30,7 @@ import torch
 from conftest import DEVICE, IMPLS as BASE_IMPLS, ON_GPU, compiled, impl_skip_reason, run
 
 from ilsgan.ops import modulated_conv2d, setup_filter
-from ilsgan.ops._modulated_conv2d import SPEC, _nvlabs_fma, _nvlabs_grouped
+from ilsgan.ops._modulated_conv2d import SPEC
 
 N = 32
 ALL_SHAPES = (
@@ -88,10 +89,8 @@ def _conv_only(x, weight, kind):
 def _fn(impl, shape, kw):
     if impl == "conv_only":
         return lambda **t: _conv_only(t["x"], t["weight"], shape[0])
-    if impl == "nvlabs_grouped":
-        return lambda **t: _nvlabs_grouped(**t, **kw)
-    if impl == "nvlabs_fma":
-        return lambda **t: _nvlabs_fma(**t, **kw)
+    if impl in ("nvlabs_grouped", "nvlabs_fma"):
+        return lambda **t: modulated_conv2d(**t, **kw, impl="ref", fused_modconv=(impl == "nvlabs_grouped"))
     if impl == "compile":
         return compiled(("modulated_conv2d", shape, CL), lambda **t: modulated_conv2d(**t, **kw, impl="ref"))
     return lambda **t: modulated_conv2d(**t, **kw, impl=impl)

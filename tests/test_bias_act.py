@@ -9,7 +9,8 @@ import torch
 from conftest import require_backend
 
 from ilsgan.ops import BackendUnavailableError, bias_act
-from ilsgan.ops._bias_act import ACTIVATIONS, SPEC
+from ilsgan.ops import ACTIVATIONS
+from ilsgan.ops._bias_act import SPEC
 
 FAST = ("cpu", "cuda", "triton")
 

@@ -24,10 +24,6 @@ def _shifts(N, H, W, device, seed=0):
     return s.to(device)
 
 
-def _as_tuple(r):
-    return r if isinstance(r, tuple) else (r,)
-
-
 def test_shift_semantics():
     x = torch.arange(12.0).reshape(1, 1, 3, 4)
     s = torch.tensor([[1, 0]])  # tx=+1: content moves right
@@ -50,11 +46,13 @@ def test_parity_float64(backend, shape, shifted):
     with torch.no_grad():
         m.view(-1)[:2] = torch.tensor([0.0, 1.0])  # exact 0 and 1
     shift = _shifts(N, H, W, device) if shifted else None
-    want = _as_tuple(composite(f, b, m, shift, impl="ref"))
-    got = _as_tuple(composite(f, b, m, shift, impl=backend))
-    assert len(got) == len(want) == (2 if shifted else 1)
+    want = composite(f, b, m, shift, impl="ref")
+    got = composite(f, b, m, shift, impl=backend)
+    assert isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want) == 2
     for a, w in zip(got, want):
         torch.testing.assert_close(a, w, rtol=1e-10, atol=1e-12)
+    if not shifted:
+        assert got[1] is m and want[1] is m  # the mask the composite used: m itself
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -88,7 +86,8 @@ def test_gradcheck(backend, shifted):
     f, b, m = _inputs(2, 2, 4, 5, device)
     shift = torch.tensor([[1, -2], [-3, 1]], device=device) if shifted else None
     inputs = [t.requires_grad_() for t in (f, b, m)]
-    fn = lambda f, b, m: composite(f, b, m, shift, impl=backend)  # noqa: E731
+    fn = (lambda f, b, m: composite(f, b, m, shift, impl=backend)) if shifted else (  # noqa: E731
+        lambda f, b, m: composite(f, b, m, impl=backend)[0])
     fast = backend == "triton" and device.type == "cpu"  # the interpreter is slow: fast-mode checks
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=fast)
     assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=fast)
@@ -110,9 +109,9 @@ def test_layouts(backend):
     device = require_backend(SPEC, backend)
     f, b, m = _inputs(2, 3, 6, 7, device)
     fc, bc = f.contiguous(memory_format=torch.channels_last), b.contiguous(memory_format=torch.channels_last)
-    out = composite(fc, bc, m, impl=backend)
+    out, _ = composite(fc, bc, m, impl=backend)
     assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, composite(f, b, m, impl="ref"), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out, composite(f, b, m, impl="ref")[0], rtol=1e-10, atol=1e-12)
     big = torch.randn(2, 3, 6, 14, dtype=torch.float64, device=device)
     fn = big[..., ::2]  # non-contiguous
     out = composite(fn, b, m, torch.tensor([[1, 0], [0, 1]], device=device), impl=backend)[0]
@@ -180,7 +179,7 @@ def test_compile_fullgraph_cpu():
 
     def fn(f, b, m, s):
         out, ms = composite(f, b, m, s, impl="cpu")
-        return out.sum() + ms.sum() + composite(f, b, m, impl="cpu").sum()
+        return out.sum() + ms.sum() + composite(f, b, m, impl="cpu")[0].sum()
 
     cf = torch.compile(fn, fullgraph=True, backend="aot_eager")
     v = cf(f, b, m, shift)

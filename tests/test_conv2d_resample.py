@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from conftest import require_backend
 
 from ilsgan.ops import BackendUnavailableError, conv2d_resample
-from ilsgan.ops._conv2d_resample import SPEC, output_size, parse_padding
+from ilsgan.ops._conv2d_resample import SPEC, output_size
+from ilsgan.ops._validate import parse_padding
 
 # Test-only oracles (also used by test_modulated_conv2d.py): upfirdn2d written from its definition
-# (OPS.md: insert zeros, pad/crop, FIR, decimate, gain), independent of ilsgan.ops.upfirdn2d.
+# (insert zeros, pad/crop, FIR, decimate, gain), independent of ilsgan.ops.upfirdn2d.
 
 
 def upfirdn2d_oracle(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
@@ -129,7 +130,7 @@ def test_matches_nvlabs_generic_formula(impl, case):
         got = conv2d_resample(xi, wi, None if f is None else f.to(device), up=up, down=down, padding=padding,
                               groups=groups, flip_weight=flip_weight, flip_filter=flip_filter, impl=impl)
         torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-10)
-        pad = parse_padding(padding)
+        pad = parse_padding("test", "padding", padding)
         assert tuple(got.shape[2:]) == output_size(7, 6, k, k, up, down, pad)
         # gradients against the oracle's
         dy = torch.randn(want.shape, generator=g, dtype=torch.float64)

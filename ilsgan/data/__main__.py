@@ -27,7 +27,7 @@ def _cmd_baselines(a) -> int:
     ds = open_image_mask_folder(a.images, a.masks, a.resolution)
     methods = a.methods.split(",") if a.methods else available_methods()
     if "grabcut" in methods and "grabcut" not in available_methods():
-        print("grabcut skipped: OpenCV (cv2) is not installed", file=sys.stderr)
+        print("grabcut skipped: OpenCV (cv2) is not installed (pip install 'ilsgan[grabcut]')", file=sys.stderr)
         methods = [m for m in methods if m != "grabcut"]
     n = len(ds) if a.limit is None else min(a.limit, len(ds))
 

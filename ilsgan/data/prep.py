@@ -308,8 +308,8 @@ def _loadmat(b: bytes, where: str):
     try:
         from scipy.io import loadmat
     except ImportError:
-        raise DatasetError(f"reading {where} (a MATLAB .mat file) needs scipy: pip install scipy "
-                           "(or give the list/boxes as text files, see --help)") from None
+        raise DatasetError(f"reading {where} (a MATLAB .mat file) needs scipy, ilsgan's 'data' extra: "
+                           "pip install 'ilsgan[data]' (or give the list/boxes as text files, see --help)") from None
     return loadmat(io.BytesIO(b), squeeze_me=True, struct_as_record=False)
 
 

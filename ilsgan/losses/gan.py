@@ -58,9 +58,7 @@ def perturbed_composite(fg: Tensor, bg: Tensor, mask: Tensor, shift_max: float, 
     """``(x_T, m_T)``: f and m translated by :func:`random_shift`, b not moved (``shift_max=0`` gives
     the plain composite and the unshifted mask)."""
     from ilsgan.ops import composite
-    if shift_max <= 0:
-        return composite(fg, bg, mask, impl=impl), mask
-    shift = random_shift(fg.shape[0], fg.shape[-1], shift_max, fg.device)
+    shift = random_shift(fg.shape[0], fg.shape[-1], shift_max, fg.device) if shift_max > 0 else None
     return composite(fg, bg, mask, shift=shift, impl=impl)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ilsgan.ops._ils_terms import _ils_terms
+from ilsgan.ops import ils_terms
 
 
 def ils_sigma(kimg: float, switch_kimg: float = 400.0, early: float = 0.2, late: float = 1.0) -> float:
@@ -41,10 +41,10 @@ def ils_loss(
     if not isinstance(f, Tensor) or f.dim() < 1:
         raise TypeError("ils_loss: f must be a [N,C,H,W] torch.Tensor")
     N = f.shape[0]
-    check1, check2 = perm1 is not None, perm2 is not None  # our own draws need no validation (no host sync)
+    validate = perm1 is not None or perm2 is not None  # our own draws need no validation (no host sync)
     if perm1 is None:
         perm1 = torch.randperm(N, device=f.device, generator=generator)
     if perm2 is None:
         perm2 = torch.randperm(N, device=f.device, generator=generator)
-    t = _ils_terms(f, b, m, perm1, perm2, distribution, impl, strict, None, check1, check2)
+    t = ils_terms(f, b, m, perm1, perm2, distribution, impl=impl, strict=strict, validate_perms=validate)
     return sigma * (t[:, 1] - t[:, 0] + t[:, 3] - t[:, 2]).mean()

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ilsgan.ops._ils_terms import mask_terms
+from ilsgan.ops import mask_terms
 
 _REDUCTIONS = ("none", "mean", "sum")
 

@@ -1,4 +1,4 @@
-"""StyleGAN2 residual discriminator (ILSGAN.md §4): RGB in, one logit out.
+"""StyleGAN2 residual discriminator (ILSGAN's D is the plain StyleGAN2 one): RGB in, one logit out.
 
 Blocks from the training resolution down to 8x8 (each: 3x3 conv, 3x3 conv with 2x FIR down-sampling,
 plus a 1x1 down-sampling skip, summed with gain sqrt(1/2)), then a 4x4 epilogue: minibatch standard

@@ -1,4 +1,4 @@
-"""The layered generator of ILSGAN (ILSGAN.md §2): two independent StyleGAN2 generators fed by the
+"""The layered generator of ILSGAN: two independent StyleGAN2 generators fed by the
 same z — a foreground generator producing RGB + a mask logit, a background generator producing RGB —
 composited as ``x = m * f + (1 - m) * b`` with :func:`ilsgan.ops.composite`."""
 
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from .mapping import MappingNetwork
-from .synthesis import SynthesisNetwork, _check_noise_mode
+from .synthesis import SynthesisNetwork, check_noise_mode
 
 __all__ = ["Generator", "LayeredGenerator"]
 
@@ -73,7 +73,7 @@ class LayeredGenerator(nn.Module):
         """The three layers without compositing: ``{"fg" [N,3,R,R], "bg" [N,3,R,R], "mask" [N,1,R,R] in
         [0, 1], "mask_logits" [N,1,R,R]}`` (float32). The training loop composites these itself
         (perturbed composition: ``ilsgan.ops.composite(fg, bg, mask, shift=...)``)."""
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         if z.dim() != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"LayeredGenerator: z must have shape [N, {self.z_dim}], got {tuple(z.shape)}")
         kw = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
@@ -96,7 +96,7 @@ class LayeredGenerator(nn.Module):
         """
         out = self.layers(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           noise_mode=noise_mode, update_emas=update_emas, force_fp32=force_fp32)
-        img = composite(out["fg"], out["bg"], out["mask"], impl=self.impl)
+        img, _ = ops.composite(out["fg"], out["bg"], out["mask"], impl=self.impl)
         if not return_layers:
             return img
         out["composite"] = img
@@ -104,8 +104,3 @@ class LayeredGenerator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, img_resolution={self.img_resolution}"
-
-
-def composite(f: Tensor, b: Tensor, m: Tensor, impl: str = "auto") -> Tensor:
-    """Unshifted composite through :func:`ilsgan.ops.composite` (returns only the image)."""
-    return ops.composite(f, b, m, impl=impl)

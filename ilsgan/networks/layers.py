@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from .. import ops
 
 __all__ = [
+    "activation_gain",
     "compute_dtype",
     "normalize_2nd_moment",
     "FullyConnectedLayer",
@@ -44,6 +45,14 @@ def compute_dtype(use_fp16: bool, device: torch.device, force_fp32: bool = False
     if use_fp16 and not force_fp32 and base == torch.float32 and torch.device(device).type == "cuda":
         return torch.float16
     return base
+
+
+def activation_gain(layer: str, activation: str) -> float:
+    """The default gain of ``activation`` (:data:`ilsgan.ops.ACTIVATIONS`): sqrt(2) for the ReLU
+    family and swish, 1 otherwise; a layer multiplies its own gain into it."""
+    if activation not in ops.ACTIVATIONS:
+        raise ValueError(f"{layer}: activation must be one of {sorted(ops.ACTIVATIONS)}, got {activation!r}")
+    return ops.ACTIVATIONS[activation].def_gain
 
 
 def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
@@ -118,7 +127,7 @@ class Conv2dLayer(nn.Module):
         self.register_buffer("resample_filter", ops.setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
-        self.act_gain = {"linear": 1.0, "lrelu": math.sqrt(2), "relu": math.sqrt(2)}.get(activation, 1.0)
+        self.act_gain = activation_gain("Conv2dLayer", activation)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size])
                                    .to(memory_format=mf))

@@ -1,4 +1,4 @@
-"""StyleGAN2 synthesis network, "skip" architecture (ILSGAN.md §2).
+"""StyleGAN2 synthesis network, "skip" architecture (each of ILSGAN's two generators has one).
 
 4x4 learned constant, then per resolution two modulated 3x3 convolutions (the first up-samples
 by 2 with the [1,3,3,1] FIR filter), noise inputs, and a ToRGB layer whose output is added to the
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from .layers import RESAMPLE_FILTER, FullyConnectedLayer, compute_dtype
+from .layers import RESAMPLE_FILTER, FullyConnectedLayer, activation_gain, compute_dtype
 
 __all__ = ["SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "SynthesisNetwork", "channels_per_resolution"]
 
@@ -29,7 +29,7 @@ def channels_per_resolution(resolutions, channel_base: int, channel_max: int) ->
     return {res: min(channel_base // res, channel_max) for res in resolutions}
 
 
-def _check_noise_mode(noise_mode: str) -> None:
+def check_noise_mode(noise_mode: str) -> None:
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
 
@@ -52,7 +52,7 @@ class SynthesisLayer(nn.Module):
         self.impl = impl
         self.register_buffer("resample_filter", ops.setup_filter(resample_filter))
         self.padding = kernel_size // 2
-        self.act_gain = math.sqrt(2) if activation in ("lrelu", "relu") else 1.0
+        self.act_gain = activation_gain("SynthesisLayer", activation)
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, impl=impl)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size])
@@ -63,7 +63,7 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random", gain: float = 1.0) -> Tensor:
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -213,7 +213,7 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{res}", block)
 
     def forward(self, ws: Tensor, noise_mode: str = "random", force_fp32: bool = False) -> Tensor:
-        _check_noise_mode(noise_mode)
+        check_noise_mode(noise_mode)
         if ws.dim() != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"SynthesisNetwork: ws must have shape [N, {self.num_ws}, {self.w_dim}], "
                              f"got {tuple(ws.shape)}")

@@ -1,7 +1,7 @@
 """The hot paths of ILSGAN, one public function per op.
 
-Every op takes ``impl="auto" | "ref" | "cpu" | "cuda" | "triton"`` and ``strict=None``; see
-``../shared/spec/OPS.md`` in the repository and :func:`backend_info` for what runs where.
+Every op takes ``impl="auto" | "ref" | "cpu" | "cuda" | "triton"`` and ``strict=None``; its
+semantics are in the docstring of its function, and :func:`backend_info` says what runs where.
 
 Op modules are imported on first use of one of their names, so ``import ilsgan.ops`` stays cheap
 and never touches a compiled extension.
@@ -14,6 +14,7 @@ from ._dispatch import BACKENDS, BackendUnavailableError, backend_info, format_b
 
 # public name -> module of ilsgan.ops that defines it
 _EXPORTS: Dict[str, str] = {
+    "ACTIVATIONS": "_activations",
     "bias_act": "_bias_act",
     "upfirdn2d": "_upfirdn2d",
     "setup_filter": "_upfirdn2d",

@@ -19,76 +19,39 @@ partials), never a second pass over ``dx``.
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ._validate import as_float
-from ._extensions import kernels_missing, match_strides
-from ._dispatch import OpSpec, register_op, resolve, strict_from_env
+from ._activations import ACTIVATIONS
+from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, register_op, resolve_backend
+from ._extensions import match_strides, memory_format_of
+from ._validate import check_tensor, parse_activation
 
-__all__ = ["bias_act", "ACTIVATIONS", "SPEC"]
-
-SPEC = register_op(OpSpec("bias_act", ("ref", "cpu", "cuda", "triton")))
-
-
-class _Act(NamedTuple):
-    index: int  # kernel id, shared by all backends (same numbering as NVlabs' cuda_idx)
-    def_alpha: float
-    def_gain: float
-    ref: str  # what the first-order gradient kernel reads: "" (nothing), "y" (output) or "x" (input)
-    has_2nd_grad: bool
+__all__ = ["bias_act", "SPEC"]
 
 
-ACTIVATIONS = {
-    "linear": _Act(1, 0.0, 1.0, "", False),
-    "relu": _Act(2, 0.0, math.sqrt(2), "y", False),
-    "lrelu": _Act(3, 0.2, math.sqrt(2), "y", False),
-    "tanh": _Act(4, 0.0, 1.0, "y", True),
-    "sigmoid": _Act(5, 0.0, 1.0, "y", True),
-    "elu": _Act(6, 0.0, 1.0, "y", True),
-    "selu": _Act(7, 0.0, 1.0, "y", True),
-    "softplus": _Act(8, 0.0, 1.0, "y", True),
-    "swish": _Act(9, 0.0, math.sqrt(2), "x", True),
-}
+def _limits(backend: str, device_type: str, dtype: torch.dtype, huge: bool) -> Optional[str]:
+    if backend == "cuda" and huge:
+        return "the cuda kernels take tensors of fewer than 2^31 elements (triton takes any size)"
+    return None
+
+
+SPEC = register_op(OpSpec("bias_act", BACKENDS, kernels=("bias_act_fwd", "bias_act_grad"), triton_module="bias_act",
+                          limits=_limits))
+
 _INDEX_TO_ACT = {a.index: a for a in ACTIVATIONS.values()}
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------------------------------------
 # Reference (plain torch): the oracle, differentiable to any order.
 
 
-def _act_ref(name: str, x: Tensor, alpha: float) -> Tensor:
-    F = torch.nn.functional
-    if name == "linear":
-        return x
-    if name == "relu":
-        return F.relu(x)
-    if name == "lrelu":
-        return F.leaky_relu(x, alpha)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "elu":
-        return F.elu(x)  # NVlabs: alpha is ignored (always 1)
-    if name == "selu":
-        return F.selu(x)
-    if name == "softplus":
-        return F.softplus(x)
-    if name == "swish":
-        return torch.sigmoid(x) * x
-    raise AssertionError(name)
-
-
 def _bias_act_ref(x: Tensor, b: Optional[Tensor], dim: int, act: str, alpha: float, gain: float, clamp: float) -> Tensor:
     if b is not None:
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-    x = _act_ref(act, x, alpha)
+    x = ACTIVATIONS[act].fn(x, alpha)
     if gain != 1:
         x = x * gain
     if clamp >= 0:
@@ -106,48 +69,13 @@ def _bias_act_ref(x: Tensor, b: Optional[Tensor], dim: int, act: str, alpha: flo
 # Tensors x, y, g, dy share one dense layout (contiguous or channels_last); b is contiguous 1-D.
 
 
-_KERNELS = {}
-
-
-def _kernels(backend: str):
-    k = _KERNELS.get(backend)
-    if k is None:
-        k = _KERNELS[backend] = _load_kernels(backend)
-    return k
-
-
-def _load_kernels(backend: str):
-    if backend == "cpu":
-        from ._extensions import cpu_ops
-
-        ops = cpu_ops()
-        return ops.bias_act_fwd, ops.bias_act_grad
-    if backend == "cuda":
-        from ._extensions import cuda_ops
-
-        ops = cuda_ops()
-        return ops.bias_act_fwd, ops.bias_act_grad
-    if backend == "triton":
-        from ilsgan.kernels import bias_act as tk
-
-        return tk.bias_act_fwd, tk.bias_act_grad
-    raise ValueError(f"bias_act: no kernels for backend {backend!r}")
-
-
-def _layout_of(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.stride(1) == 1:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 @torch.library.custom_op("ilsgan::bias_act", mutates_args=())
 def _bias_act_op(
     x: Tensor, b: Optional[Tensor], dim: int, act: int, alpha: float, gain: float, clamp: float, backend: str
 ) -> Tensor:
     if x.numel() == 0:
         return torch.empty_like(x)
-    fwd, _ = _kernels(backend)
-    return fwd(x, b, dim, act, alpha, gain, clamp)
+    return kernels(SPEC, backend).bias_act_fwd(x, b, dim, act, alpha, gain, clamp)
 
 
 @_bias_act_op.register_fake
@@ -163,11 +91,10 @@ def _grad_impl(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db, bac
     if g.numel() == 0:
         db = torch.zeros([g.shape[dim]] if need_db else [0], dtype=g.dtype, device=g.device)
         return torch.empty_like(g), db
-    _, grad = _kernels(backend)
-    return grad(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db)
+    return kernels(SPEC, backend).bias_act_grad(g, x, b, y, dy, order, dim, act, alpha, gain, clamp, need_db)
 
 
-def _grad_fake(g, x, b, y, dy, dim, need_db):
+def _grad_fake(g, x, y, dim, need_db):
     like = y if y is not None else (x if x is not None else g)
     dx = torch.empty_like(like, dtype=g.dtype)
     db = g.new_empty([g.shape[dim]] if need_db else [0])
@@ -184,7 +111,7 @@ def _bias_act_grad_op(
 
 @_bias_act_grad_op.register_fake
 def _(dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend):
-    return _grad_fake(dy, x, b, y, None, dim, need_db)
+    return _grad_fake(dy, x, y, dim, need_db)
 
 
 @torch.library.custom_op("ilsgan::bias_act_grad2", mutates_args=())
@@ -197,7 +124,7 @@ def _bias_act_grad2_op(
 
 @_bias_act_grad2_op.register_fake
 def _(g, dy, x, b, y, dim, act, alpha, gain, clamp, need_db, backend):
-    return _grad_fake(g, x, b, y, dy, dim, need_db)
+    return _grad_fake(g, x, y, dim, need_db)
 
 
 def _saves(act: int, alpha: float, clamp: float):
@@ -205,8 +132,8 @@ def _saves(act: int, alpha: float, clamp: float):
     spec = _INDEX_TO_ACT[act]
     if spec.index == 3 and alpha < 0:  # lrelu with a negative slope: sign of y says nothing, use x
         return True, False
-    save_x = spec.ref == "x" or spec.has_2nd_grad
-    save_y = spec.ref == "y" or (clamp >= 0 and spec.ref != "x")
+    save_x = spec.grad_reads == "x" or spec.has_2nd_grad
+    save_y = spec.grad_reads == "y" or (clamp >= 0 and spec.grad_reads != "x")
     return save_x, save_y
 
 
@@ -216,7 +143,7 @@ def _fwd_setup(ctx, inputs, output):
     ctx.args = (dim, act, alpha, gain, clamp, backend)
     ctx.has_b = b is not None
     ctx.save_for_backward(x if save_x else None, b if save_x else None, output if save_y else None)
-    ctx.fmt = _layout_of(x)
+    ctx.fmt = memory_format_of(x)
 
 
 def _fwd_backward(ctx, dy):
@@ -287,8 +214,7 @@ _bias_act_grad_op.register_autograd(_grad_backward, setup_context=_grad_setup)
 class _BiasActFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, dim, act, alpha, gain, clamp, backend):
-        fwd, _ = _kernels(backend)
-        y = fwd(x, b, dim, act, alpha, gain, clamp) if x.numel() else torch.empty_like(x)
+        y = kernels(SPEC, backend).bias_act_fwd(x, b, dim, act, alpha, gain, clamp) if x.numel() else torch.empty_like(x)
         ctx.eager = True
         _fwd_setup(ctx, (x, b, dim, act, alpha, gain, clamp, backend), y)
         return y
@@ -313,44 +239,6 @@ class _BiasActGradFn(torch.autograd.Function):
 
 # ------------------------------------------------------------------------------------------------
 # Public function.
-
-
-def _kernel_missing(backend: str) -> Optional[str]:
-    return kernels_missing("bias_act", backend, ("bias_act_fwd", "bias_act_grad"), "bias_act")
-
-
-def _unsupported(x: Tensor, big: bool = False):
-    def check(backend: str) -> Optional[str]:
-        if backend != "ref" and x.dtype not in _FLOAT_DTYPES:
-            return f"dtype {x.dtype} not handled"
-        if backend == "cuda" and big:
-            return "the cuda kernels take tensors of fewer than 2^31 elements (triton takes any size)"
-        if backend != "ref":
-            return _kernel_missing(backend)
-        return None
-
-    return check
-
-
-_RESOLVED = {}
-
-
-@torch.compiler.assume_constant_result
-def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype, big: bool) -> str:
-    # Evaluated eagerly (also while torch.compile traces): the choice depends on facts about the
-    # process only, and tracing into the extension loader would break the graph.
-    if strict is None:
-        strict = strict_from_env()
-    key = (impl, device_type, strict, dtype, big)
-    backend = _RESOLVED.get(key)
-    if backend is None:  # facts about the process only: cached (a fallback warns once anyway)
-        probe = torch.empty(0, dtype=dtype)
-        backend = _RESOLVED[key] = resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(probe, big))
-    return backend
-
-
-def _as_float(name: str, value, allow_inf: bool = False) -> float:
-    return as_float("bias_act", name, value, allow_inf)
 
 
 def bias_act(
@@ -387,23 +275,11 @@ def bias_act(
         identity: linear, no bias, gain 1, no clamp). First- and second-order gradients with
         respect to ``x`` and ``b`` on every backend.
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"bias_act: x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"bias_act: x must be a floating-point tensor, got dtype {x.dtype}")
-    if not isinstance(act, str) or act not in ACTIVATIONS:
-        raise ValueError(f"bias_act: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    spec = ACTIVATIONS[act]
+    check_tensor("bias_act", "x", x)
+    spec, alpha, gain, clamp = parse_activation("bias_act", act, alpha, gain, clamp)
+    clamp = -1.0 if clamp is None else clamp  # the kernels' "no clamp"
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"bias_act: dim must be an int, got {type(dim).__name__}")
-    alpha = spec.def_alpha if alpha is None else _as_float("alpha", alpha)
-    gain = spec.def_gain if gain is None else _as_float("gain", gain)
-    if clamp is None:
-        clamp = -1.0
-    else:
-        clamp = _as_float("clamp", clamp, allow_inf=True)
-        if clamp < 0:
-            raise ValueError(f"bias_act: clamp must be >= 0 (or None to disable), got {clamp}")
     if b is not None:
         if not isinstance(b, Tensor):
             raise TypeError(f"bias_act: b must be a torch.Tensor or None, got {type(b).__name__}")
@@ -424,21 +300,20 @@ def bias_act(
             raise TypeError(f"bias_act: b has dtype {b.dtype} but x has dtype {x.dtype}; they must match")
     else:
         dim = 0
-    if not isinstance(impl, str):
-        raise ValueError(f"bias_act: impl must be a string, got {type(impl).__name__}")
 
-    backend = _resolve(impl, x.device.type, strict, x.dtype, x.is_cuda and bool(x.numel() >= 2**31))
+    huge = x.is_cuda and bool(x.numel() >= 2**31)  # only the cuda kernels care: no size guard elsewhere
+    backend = resolve_backend("bias_act", impl, x.device.type, strict, x.dtype, huge)
     if backend == "ref":
         return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     if act == "linear" and b is None and gain == 1 and clamp < 0:
         return x
-    x = x.contiguous(memory_format=_layout_of(x))
+    x = x.contiguous(memory_format=memory_format_of(x))
     if b is not None:
         b = b.contiguous()
     if torch.compiler.is_compiling():
         return _bias_act_op(x, b, dim, spec.index, alpha, gain, clamp, backend)
-    if not torch.is_grad_enabled() or not (x.requires_grad or (b is not None and b.requires_grad)):
+    if not needs_autograd(x, b):
         if x.numel() == 0:
             return torch.empty_like(x)
-        return _kernels(backend)[0](x, b, dim, spec.index, alpha, gain, clamp)
+        return kernels(SPEC, backend).bias_act_fwd(x, b, dim, spec.index, alpha, gain, clamp)
     return _BiasActFn.apply(x, b, dim, spec.index, alpha, gain, clamp, backend)

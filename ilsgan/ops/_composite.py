@@ -1,6 +1,7 @@
 """Layer compositing ``m*f + (1-m)*b`` with an optional fused per-sample integer shift of f and m.
 
-Semantics (OPS.md "Layer compositing", ILSGAN.md section 3)::
+Semantics (ILSGAN's perturbed composition: the foreground layer and its mask are moved, the
+background is not)::
 
     fs[n, c, y, x] = f[n, c, y - ty[n], x - tx[n]]   (0 where the source is outside the image)
     ms[n, 0, y, x] = m[n, 0, y - ty[n], x - tx[n]]   (0 where the source is outside the image)
@@ -18,19 +19,20 @@ written with plain torch ops.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
-
 import functools
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ._extensions import kernels_missing
-from ._dispatch import OpSpec, register_op, resolve
+from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, no_bfloat16_on_cpu, register_op, resolve_backend
+from ._extensions import memory_format_of
+from ._validate import check_index_tensor, check_layers
 
-SPEC = register_op(OpSpec("composite", ("ref", "cpu", "cuda", "triton")))
+__all__ = ["composite", "shift_ref", "unshift_ref", "SPEC"]
 
-_FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+SPEC = register_op(OpSpec("composite", BACKENDS, kernels=("composite_fwd", "composite_bwd"), triton_module="composite",
+                          limits=no_bfloat16_on_cpu))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -55,9 +57,9 @@ def unshift_ref(x: Tensor, shift: Tensor) -> Tensor:
     return shift_ref(x, -shift.to(torch.long))
 
 
-def _composite_ref(f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor]):
+def _composite_ref(f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     if shift is None:
-        return m * f + (1 - m) * b
+        return m * f + (1 - m) * b, m
     fs = shift_ref(f, shift)
     ms = shift_ref(m, shift)
     return ms * fs + (1 - ms) * b, ms
@@ -69,35 +71,10 @@ def _composite_ref(f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor]):
 #   composite_bwd(go, gms?, f, b, m, shift?) -> (gf, gb, gm)
 # on contiguous NCHW tensors (f, b, go: [N,C,H,W]; m, gms: [N,1,H,W]; shift int64 [N,2]).
 
-_KERNELS = {}
-
-
-def _kernels(backend: str):
-    k = _KERNELS.get(backend)
-    if k is None:
-        if backend == "cpu":
-            from ._extensions import cpu_ops
-
-            ops = cpu_ops()
-            k = (ops.composite_fwd, ops.composite_bwd)
-        elif backend == "cuda":
-            from ._extensions import cuda_ops
-
-            ops = cuda_ops()
-            k = (ops.composite_fwd, ops.composite_bwd)
-        elif backend == "triton":
-            from ilsgan.kernels import composite as tk
-
-            k = (tk.composite_fwd, tk.composite_bwd)
-        else:
-            raise ValueError(f"composite: no kernels for backend {backend!r}")
-        _KERNELS[backend] = k
-    return k
-
 
 @torch.library.custom_op("ilsgan::composite", mutates_args=())
 def _composite_op(f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor], backend: str) -> Tuple[Tensor, Tensor]:
-    out, ms = _kernels(backend)[0](f, b, m, shift)
+    out, ms = kernels(SPEC, backend).composite_fwd(f, b, m, shift)
     return out, ms
 
 
@@ -111,7 +88,7 @@ def _(f, b, m, shift, backend):
 def _composite_bwd_op(
     go: Tensor, gms: Optional[Tensor], f: Tensor, b: Tensor, m: Tensor, shift: Optional[Tensor], backend: str
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    gf, gb, gm = _kernels(backend)[1](go, gms, f, b, m, shift)
+    gf, gb, gm = kernels(SPEC, backend).composite_bwd(go, gms, f, b, m, shift)
     return gf, gb, gm
 
 
@@ -132,7 +109,7 @@ def _fwd_backward(ctx, go, gms, direct: bool = False):
     f, b, m, shift = ctx.saved_tensors
     go = torch.zeros_like(f) if go is None else go.contiguous()
     gms = None if shift is None or gms is None else gms.contiguous()
-    bwd = _kernels(ctx.backend)[1] if direct else functools.partial(_composite_bwd_op, backend=ctx.backend)
+    bwd = kernels(SPEC, ctx.backend).composite_bwd if direct else functools.partial(_composite_bwd_op, backend=ctx.backend)
     gf, gb, gm = bwd(go, gms, f, b, m, shift)
     return gf, gb, gm, None, None
 
@@ -176,7 +153,7 @@ _composite_bwd_op.register_autograd(_bwd_backward, setup_context=_bwd_setup)
 class _CompositeFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f, b, m, shift, backend):
-        out, ms = _kernels(backend)[0](f, b, m, shift)
+        out, ms = kernels(SPEC, backend).composite_fwd(f, b, m, shift)
         _fwd_setup(ctx, (f, b, m, shift, backend), (out, ms))
         if shift is None:
             ctx.mark_non_differentiable(ms)
@@ -191,53 +168,6 @@ class _CompositeFn(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------------
 # Public function.
 
-def _kernel_missing(backend: str) -> Optional[str]:
-    return kernels_missing("composite", backend, ("composite_fwd", "composite_bwd"), "composite")
-
-
-@torch.compiler.assume_constant_result
-def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
-    def unsupported(backend: str) -> Optional[str]:
-        if backend == "ref":
-            return None
-        if dtype not in _FAST_DTYPES:
-            return f"dtype {dtype} not handled"
-        if backend == "cpu" and dtype == torch.bfloat16:
-            return "the cpu kernels take float16/float32/float64 (bfloat16 on GPU backends)"
-        return _kernel_missing(backend)
-
-    return resolve(SPEC, impl, torch.device(device_type), strict, unsupported)
-
-
-def _check_tensor(op: str, name: str, t, ndim: int = 4) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
-    if t.dim() != ndim:
-        raise ValueError(f"{op}: {name} must be {ndim}-D [N,C,H,W], got shape {tuple(t.shape)}")
-
-
-def _check_fbm(op: str, f, b, m) -> None:
-    _check_tensor(op, "f", f)
-    _check_tensor(op, "b", b)
-    _check_tensor(op, "m", m)
-    if b.shape != f.shape:
-        raise ValueError(f"{op}: b must have the shape of f {tuple(f.shape)}, got {tuple(b.shape)}")
-    N, C, H, W = f.shape
-    if tuple(m.shape) != (N, 1, H, W):
-        raise ValueError(f"{op}: m must have shape [N,1,H,W] = {(N, 1, H, W)}, got {tuple(m.shape)}")
-    for name, t in (("b", b), ("m", m)):
-        if t.device != f.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but f is on {f.device}; they must be on one device")
-        if t.dtype != f.dtype:
-            raise TypeError(f"{op}: {name} has dtype {t.dtype} but f has dtype {f.dtype}; they must match")
-
-
-def _as_nchw(t: Tensor) -> Tensor:
-    return t.contiguous()
-
-
 def composite(
     f: Tensor,
     b: Tensor,
@@ -245,7 +175,7 @@ def composite(
     shift: Optional[Tensor] = None,
     impl: str = "auto",
     strict: Optional[bool] = None,
-) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+) -> Tuple[Tensor, Tensor]:
     r"""Alpha compositing ``m*f + (1-m)*b``, optionally with f and m translated per sample.
 
     Args:
@@ -261,9 +191,9 @@ def composite(
         strict: make a fallback of ``auto`` to ``ref`` an error (default: env ``ILSGAN_STRICT``).
 
     Returns:
-        ``shift is None``: a Tensor ``out`` [N,C,H,W].
-        ``shift`` given: a tuple ``(out, shifted_mask)``, ``out`` [N,C,H,W] and the translated
-        mask ``shifted_mask`` [N,1,H,W] (both differentiable; gradients reach f, b and m).
+        A tuple ``(out, mask)``: the composite ``out`` [N,C,H,W] and the mask it used [N,1,H,W]:
+        the translated mask when ``shift`` is given, ``m`` itself otherwise. Both are
+        differentiable; gradients reach f, b and m.
 
     dtypes: float32, float64, float16 (computed in float32; bfloat16 on GPU backends). Output dtype
     is f's. Layout: the fast kernels work on contiguous NCHW; a channels_last ``f`` gives a
@@ -271,35 +201,23 @@ def composite(
     of first and second order on every backend (the fast backends' second order is plain torch).
     """
     op = "composite"
-    _check_fbm(op, f, b, m)
+    check_layers(op, f, b, m)
     if shift is not None:
-        if not isinstance(shift, Tensor):
-            raise TypeError(f"{op}: shift must be a torch.Tensor or None, got {type(shift).__name__}")
-        if shift.is_floating_point() or shift.is_complex() or shift.dtype == torch.bool:
-            raise TypeError(f"{op}: shift must be an integer tensor, got dtype {shift.dtype}")
-        if tuple(shift.shape) != (f.shape[0], 2):
-            raise ValueError(f"{op}: shift must have shape [N,2] = {(f.shape[0], 2)}, got {tuple(shift.shape)}")
-        if shift.device != f.device:
-            raise ValueError(f"{op}: shift is on {shift.device} but f is on {f.device}; they must be on one device")
-    if not isinstance(impl, str):
-        raise ValueError(f"{op}: impl must be a string, got {type(impl).__name__}")
-    backend = _resolve(impl, f.device.type, strict, f.dtype)
+        shift = check_index_tensor(op, "shift", shift, (f.shape[0], 2), f)
+    backend = resolve_backend(op, impl, f.device.type, strict, f.dtype, False)
     if backend == "ref":
         return _composite_ref(f, b, m, shift)
-    channels_last = f.dim() == 4 and not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last)
-    fc, bc, mc = _as_nchw(f), _as_nchw(b), _as_nchw(m)
+    fmt = memory_format_of(f)
+    fc, bc, mc = f.contiguous(), b.contiguous(), m.contiguous()
     sc = None
     if shift is not None:  # clamping changes nothing (|t| >= size shifts everything out) but bounds offsets
         lim = max(f.shape[2], f.shape[3])
-        sc = shift.to(torch.long).clamp(-lim, lim).contiguous()
+        sc = shift.clamp(-lim, lim)
     if torch.compiler.is_compiling():
         out, ms = _composite_op(fc, bc, mc, sc, backend)
-    elif torch.is_grad_enabled() and (f.requires_grad or b.requires_grad or m.requires_grad):
+    elif needs_autograd(f, b, m):
         out, ms = _CompositeFn.apply(fc, bc, mc, sc, backend)
     else:
-        out, ms = _kernels(backend)[0](fc, bc, mc, sc)
-    if channels_last:
-        out = out.contiguous(memory_format=torch.channels_last)
-    if shift is None:
-        return out
-    return out, ms
+        out, ms = kernels(SPEC, backend).composite_fwd(fc, bc, mc, sc)
+    out = out.contiguous(memory_format=fmt)
+    return out, (m if shift is None else ms)

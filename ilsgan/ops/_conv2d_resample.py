@@ -24,63 +24,21 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._dispatch import OpSpec, register_op, resolve
+from ._dispatch import BACKENDS, OpSpec, register_op, resolve_backend
+from ._upfirdn2d import SPEC as UPFIRDN2D_SPEC
+from ._upfirdn2d import upfirdn2d
+from ._validate import check_bool, check_factor, check_filter, check_tensor, filter_size, parse_padding
 
-__all__ = ["conv2d_resample", "SPEC", "parse_padding", "output_size"]
+__all__ = ["conv2d_resample", "SPEC", "output_size"]
 
-SPEC = register_op(OpSpec("conv2d_resample", ("ref", "cpu", "cuda", "triton")))
-
-
-def parse_padding(padding, name: str = "padding", op: str = "conv2d_resample") -> Tuple[int, int, int, int]:
-    """``int`` / ``[px, py]`` / ``[px0, px1, py0, py1]`` -> ``(px0, px1, py0, py1)`` (NVlabs order)."""
-    if isinstance(padding, bool):
-        raise TypeError(f"{op}: {name} must be an int or a list of 2 or 4 ints, got a bool")
-    if isinstance(padding, int):
-        padding = [padding, padding]
-    if not isinstance(padding, (list, tuple)) or len(padding) not in (2, 4) or not all(
-        isinstance(p, int) and not isinstance(p, bool) for p in padding
-    ):
-        raise TypeError(f"{op}: {name} must be an int or a list of 2 or 4 ints, got {padding!r}")
-    if len(padding) == 2:
-        px, py = padding
-        padding = [px, px, py, py]
-    px0, px1, py0, py1 = padding
-    return int(px0), int(px1), int(py0), int(py1)
-
-
-def _check_factor(value, name: str, op: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: {name} must be an int >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{op}: {name} must be >= 1, got {value}")
-    return value
-
-
-def _filter_size(f: Optional[Tensor]) -> Tuple[int, int]:
-    if f is None:
-        return 1, 1
-    return int(f.shape[-1]), int(f.shape[0])  # fw, fh
+# No kernels of its own: the backend is the one of the FIR steps (upfirdn2d); the convs are torch's.
+SPEC = register_op(OpSpec("conv2d_resample", BACKENDS))
 
 
 def output_size(h: int, w: int, kh: int, kw: int, up: int, down: int, pad: Tuple[int, int, int, int]) -> Tuple[int, int]:
     """Output (height, width): ``(in*up + p0 + p1 - k + 1) // down`` per axis (any path)."""
     px0, px1, py0, py1 = pad
     return (h * up + py0 + py1 - kh + 1) // down, (w * up + px0 + px1 - kw + 1) // down
-
-
-def _check_filter(f, name: str, op: str, device) -> None:
-    if f is None:
-        return
-    if not isinstance(f, Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(f).__name__}")
-    if f.dim() not in (1, 2):
-        raise ValueError(f"{op}: {name} must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
-    if f.dtype != torch.float32:
-        raise TypeError(f"{op}: {name} must be float32 (NVlabs convention), got {f.dtype}")
-    if f.numel() == 0:
-        raise ValueError(f"{op}: {name} must not be empty")
-    if f.device != torch.device(device):
-        raise ValueError(f"{op}: {name} is on {f.device} but x is on {device}")
 
 
 def _conv(x: Tensor, w: Tensor, stride=1, padding=0, groups=1, transpose=False, flip_weight=True) -> Tensor:
@@ -99,13 +57,11 @@ def _conv2d_resample_impl(
     """The NVlabs path selection; ``ufd_impl`` is passed to upfirdn2d."""
 
     def ufd(t, filt, up=1, down=1, padding=0, gain=1):
-        from ._upfirdn2d import upfirdn2d
-
         return upfirdn2d(t, filt, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain,
                          impl=ufd_impl, strict=strict)
 
     out_channels, in_per_group, kh, kw = (int(s) for s in w.shape)
-    fw, fh = _filter_size(f)
+    fw, fh = filter_size(f)
     px0, px1, py0, py1 = pad
 
     # Padding bookkeeping for the FIR footprint.
@@ -174,19 +130,8 @@ def _upfirdn_impl(backend: str, device_type: str, dtype: torch.dtype) -> str:
     this device and dtype, else ``"auto"`` (upfirdn2d's own choice, which honours strict mode)."""
     if backend == "ref":
         return "ref"
-    from . import _upfirdn2d as ufd_mod
-
-    reason = ufd_mod.SPEC.reason(backend, device_type)
-    check = getattr(ufd_mod, "_unsupported_for", None)
-    if reason is None and check is not None:
-        reason = check(device_type, dtype)(backend)
+    reason = UPFIRDN2D_SPEC.reason(backend, device_type) or UPFIRDN2D_SPEC.call_limit(backend, device_type, dtype)
     return backend if reason is None else "auto"
-
-
-@torch.compiler.assume_constant_result
-def _resolve(impl: str, device_type: str, strict: Optional[bool]) -> str:
-    # Depends on facts about the process only; evaluated eagerly while torch.compile traces.
-    return resolve(SPEC, impl, torch.device(device_type), strict)
 
 
 def conv2d_resample(
@@ -224,23 +169,15 @@ def conv2d_resample(
         ``[N, O, H', W']`` of ``x``'s dtype. First and higher order gradients w.r.t. ``x`` and ``w``.
     """
     op = "conv2d_resample"
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{op}: x must be a floating-point tensor, got {x.dtype}")
-    if not isinstance(w, Tensor):
-        raise TypeError(f"{op}: w must be a torch.Tensor, got {type(w).__name__}")
+    check_tensor(op, "x", x, 4)
+    check_tensor(op, "w", w, like=x)
     if w.dim() != 4:
         raise ValueError(f"{op}: w must be 4-D [O, C // groups, kh, kw], got shape {tuple(w.shape)}")
     if w.dtype != x.dtype:
         raise TypeError(f"{op}: w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
-    if w.device != x.device:
-        raise ValueError(f"{op}: w is on {w.device} but x is on {x.device}")
-    groups = _check_factor(groups, "groups", op)
-    up = _check_factor(up, "up", op)
-    down = _check_factor(down, "down", op)
+    groups = check_factor(op, "groups", groups)
+    up = check_factor(op, "up", up)
+    down = check_factor(op, "down", down)
     if x.shape[1] != w.shape[1] * groups:
         raise ValueError(
             f"{op}: w expects {w.shape[1]} input channels per group x groups={groups} = "
@@ -248,19 +185,16 @@ def conv2d_resample(
         )
     if w.shape[0] % groups != 0:
         raise ValueError(f"{op}: w.shape[0] = {w.shape[0]} output channels is not divisible by groups={groups}")
-    _check_filter(f, "f", op, x.device)
-    pad = parse_padding(padding, "padding", op)
-    for name, value in (("flip_weight", flip_weight), ("flip_filter", flip_filter)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__}")
+    check_filter(op, "f", f, x.device)
+    pad = parse_padding(op, "padding", padding)
+    flip_weight = check_bool(op, "flip_weight", flip_weight)
+    flip_filter = check_bool(op, "flip_filter", flip_filter)
     oh, ow = output_size(x.shape[2], x.shape[3], w.shape[2], w.shape[3], up, down, pad)
     if oh < 1 or ow < 1:
         raise ValueError(
             f"{op}: the output would be {oh}x{ow} (input {x.shape[2]}x{x.shape[3]}, kernel "
             f"{w.shape[2]}x{w.shape[3]}, up={up}, down={down}, padding={pad}); check padding"
         )
-    if not isinstance(impl, str):
-        raise ValueError(f"{op}: impl must be a string, got {type(impl).__name__}")
-    backend = _resolve(impl, x.device.type, strict)
+    backend = resolve_backend(op, impl, x.device.type, strict, x.dtype, False)
     return _conv2d_resample_impl(x, w, f, up, down, pad, groups, flip_weight, flip_filter,
                                  _upfirdn_impl(backend, x.device.type, x.dtype), strict)

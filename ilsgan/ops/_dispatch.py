@@ -1,9 +1,12 @@
-"""Backend selection for every ilsgan op.
+"""Backend selection and kernel lookup for every ilsgan op.
 
-Each op names the backends that implement it and, per device type, the order in which
-``impl="auto"`` tries them. Whether a backend can run is decided by facts about this process
-(is the compiled extension importable, is there a GPU, is Triton installed) plus optional
-per-call limits of the kernel (e.g. a dtype it does not handle). Nothing here compiles.
+Each op describes itself with one :class:`OpSpec`: the backends that implement it, the kernels
+every fast backend provides, what its kernels cannot handle in one call, and per device type the
+order in which ``impl="auto"`` tries the backends. Whether a backend can run is decided by facts
+about this process (is the compiled extension importable, is there a GPU, is Triton installed,
+does the loaded build have the op's kernels) plus those per-call limits (e.g. a dtype the kernels
+do not handle). Nothing here compiles. :func:`resolve_backend` picks the backend of one call and
+:func:`kernels` hands out the backend's kernel functions.
 
 ``auto`` that ends up on ``ref`` while the op has a fast backend for that device is a
 *fallback*: it warns once per (op, device, reason), and in strict mode (``strict=True`` or the
@@ -12,10 +15,13 @@ environment variable ``ILSGAN_STRICT=1``) it raises :class:`BackendUnavailableEr
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import os
 import warnings
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +30,8 @@ from . import _extensions
 
 BACKENDS: Tuple[str, ...] = ("ref", "cpu", "cuda", "triton")
 IMPLS: Tuple[str, ...] = ("auto",) + BACKENDS
+# What the fast kernels compute in (16-bit types in float32); other dtypes run on ref.
+FLOAT_DTYPES: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -40,7 +48,7 @@ def triton_interpreting() -> bool:
 
 def _triton_reason(device_type: str) -> Optional[str]:
     if importlib.util.find_spec("triton") is None:
-        return "the 'triton' package is not installed"
+        return "the 'triton' package is not installed (pip install 'ilsgan[triton]')"
     if device_type == "cuda":
         return None
     if device_type == "cpu":
@@ -67,20 +75,92 @@ def backend_reason(backend: str, device_type: str) -> Optional[str]:
     raise ValueError(f"unknown backend {backend!r}")
 
 
-@dataclass(frozen=True)
+# Per-call limits of an op's kernels: (backend, device_type, dtype, huge) -> why not, or None.
+# ``huge``: the call has 2^31 elements or more.
+Limits = Callable[[str, str, torch.dtype, bool], Optional[str]]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: compared and hashed by identity (one spec per op)
 class OpSpec:
-    """Which backends implement an op, and the order ``auto`` tries them per device type."""
+    """An op: its backends, its kernels, their per-call limits, and ``auto``'s order per device type.
+
+    ``kernels`` are the names every fast backend provides: ``torch.ops.ilsgan_cpu.<name>``,
+    ``torch.ops.ilsgan_cuda.<name>`` and ``ilsgan.kernels.<triton_module>.<name>``; ``cpu_kernels``
+    are further ones only the cpu extension has. ``limits`` is called for the fast backends only,
+    after the dtype check against :data:`FLOAT_DTYPES`.
+    """
 
     name: str
     backends: Tuple[str, ...]
+    kernels: Tuple[str, ...] = ()
+    triton_module: Optional[str] = None
+    cpu_kernels: Tuple[str, ...] = ()
+    limits: Optional[Limits] = None
     auto_order: Dict[str, Tuple[str, ...]] = field(
         default_factory=lambda: {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
     )
 
     def reason(self, backend: str, device_type: str) -> Optional[str]:
+        """Why ``backend`` cannot run this op on ``device_type`` tensors in this process, or None."""
         if backend not in self.backends:
             return f"{self.name} has no {backend} implementation"
-        return backend_reason(backend, device_type)
+        reason = backend_reason(backend, device_type)
+        if reason is None and backend != "ref":
+            reason = _kernels_missing(self, backend)
+        return reason
+
+    def kernel_names(self, backend: str) -> Tuple[str, ...]:
+        return self.kernels + (self.cpu_kernels if backend == "cpu" else ())
+
+    def call_limit(self, backend: str, device_type: str, dtype: torch.dtype, huge: bool = False) -> Optional[str]:
+        """Why ``backend``'s kernels cannot take a call with this dtype and size, or None if they can."""
+        if backend == "ref":
+            return None
+        if dtype not in FLOAT_DTYPES:
+            return f"dtype {dtype} not handled"
+        return None if self.limits is None else self.limits(backend, device_type, dtype, huge)
+
+
+def no_bfloat16_on_cpu(backend: str, device_type: str, dtype: torch.dtype, huge: bool) -> Optional[str]:
+    """:data:`Limits` of ops whose cpu kernels have no bfloat16 instantiation."""
+    if backend == "cpu" and dtype == torch.bfloat16:
+        return "the cpu kernels take float16/float32/float64 (bfloat16 on GPU backends)"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels_missing(spec: OpSpec, backend: str) -> Optional[str]:
+    """Why the loaded build cannot serve ``spec`` on ``backend`` (a stale or partial build), or None.
+    Asked only once the backend itself can run (the extension is importable, triton is installed)."""
+    if backend in ("cpu", "cuda"):
+        ns = getattr(torch.ops, f"ilsgan_{backend}")
+        if not all(hasattr(ns, k) for k in spec.kernel_names(backend)):
+            return f"the loaded ilsgan {backend} extension has no {spec.name} kernels (rebuild it: tools/build.sh)"
+    elif backend == "triton" and spec.kernels:
+        if importlib.util.find_spec(f"ilsgan.kernels.{spec.triton_module}") is None:
+            return f"ilsgan.kernels.{spec.triton_module} is missing"
+    return None
+
+
+_LOADED: Dict[Tuple[OpSpec, str], SimpleNamespace] = {}
+
+
+def kernels(spec: OpSpec, backend: str) -> SimpleNamespace:
+    """The kernel functions of ``spec`` on ``backend`` (``cpu``, ``cuda`` or ``triton``), as attributes
+    named as in ``spec.kernels``; loaded on first use, then cached."""
+    k = _LOADED.get((spec, backend))
+    if k is None:
+        if backend == "cpu":
+            source = _extensions.cpu_ops()
+        elif backend == "cuda":
+            source = _extensions.cuda_ops()
+        elif backend == "triton":  # imports triton: only ever reached once the backend was resolved
+            source = importlib.import_module(f"ilsgan.kernels.{spec.triton_module}")
+        else:
+            raise ValueError(f"{spec.name}: no kernels for backend {backend!r}")
+        k = SimpleNamespace(**{name: getattr(source, name) for name in spec.kernel_names(backend)})
+        _LOADED[(spec, backend)] = k
+    return k
 
 
 _REGISTRY: Dict[str, OpSpec] = {}
@@ -141,6 +221,39 @@ def resolve(
         _warned.add(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
     return "ref"
+
+
+_RESOLVED: Dict[tuple, str] = {}
+
+
+@torch.compiler.assume_constant_result
+def resolve_backend(
+    op: str, impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype, huge: bool
+) -> str:
+    """The backend of one call of the registered op ``op`` on ``device_type`` tensors of ``dtype``
+    (``huge``: 2^31 elements or more); raises like :func:`resolve`.
+
+    The answer depends on facts about the process and on these arguments only, so it is cached, and
+    evaluated eagerly while torch.compile traces (tracing into the extension loader would break
+    the graph). A fallback warns once anyway.
+    """
+    if not isinstance(impl, str):
+        raise ValueError(f"{op}: impl must be one of {IMPLS}, got {type(impl).__name__} {impl!r}")
+    if strict is None:
+        strict = strict_from_env()
+    spec = _REGISTRY[op]
+    key = (spec, impl, device_type, strict, dtype, huge)
+    backend = _RESOLVED.get(key)
+    if backend is None:
+        backend = _RESOLVED[key] = resolve(
+            spec, impl, torch.device(device_type), strict, lambda b: spec.call_limit(b, device_type, dtype, huge)
+        )
+    return backend
+
+
+def needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether an eager call must record a graph: grad mode is on and an input requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def backend_info(ops: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Dict[str, object]]]:

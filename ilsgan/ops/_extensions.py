@@ -2,7 +2,8 @@
 
 ``ilsgan._C`` holds the CPU kernels (registered as ``torch.ops.ilsgan_cpu.*``) and
 ``ilsgan._C_cuda`` the CUDA kernels (``torch.ops.ilsgan_cuda.*``). They are imported once, on
-first need; a missing one is recorded with the reason and never compiled here.
+first need; a missing one is recorded with the reason and never compiled here. Also the layout
+helpers of the kernels' callers (:func:`memory_format_of`, :func:`match_strides`).
 """
 
 from __future__ import annotations
@@ -56,20 +57,12 @@ def cuda_ops():
     return torch.ops.ilsgan_cuda
 
 
-@functools.lru_cache(maxsize=None)
-def kernels_missing(op: str, backend: str, kernels: tuple, triton_module: str) -> Optional[str]:
-    """Why the loaded extension (``cpu``/``cuda``: it lacks one of ``kernels``) or the Triton module
-    ``ilsgan.kernels.<triton_module>`` cannot serve ``op`` (a stale or partial build); None if it can."""
-    if backend in ("cpu", "cuda"):
-        ns = getattr(torch.ops, f"ilsgan_{backend}")
-        if not all(hasattr(ns, k) for k in kernels):
-            return f"the loaded ilsgan {backend} extension has no {op} kernels (rebuild it: tools/build.sh)"
-    elif backend == "triton":
-        import importlib.util
-
-        if importlib.util.find_spec(f"ilsgan.kernels.{triton_module}") is None:
-            return f"ilsgan.kernels.{triton_module} is missing"
-    return None
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The dense layout the fast kernels keep: channels_last for a 4-D tensor that is channels_last-
+    but not NCHW-contiguous, else NCHW (any other strided input is copied to NCHW)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def match_strides(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

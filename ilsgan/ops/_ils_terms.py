@@ -1,6 +1,7 @@
 """Per-sample reductions of the ILS (CLUB) independence term and of the mask priors.
 
-ILS terms (ILSGAN.md section 5). With the gradient gate ``g(v) = v`` where ``|v| < 1`` and a
+ILS terms (the independence term of ILSGAN: a CLUB upper bound of the mutual information between
+what one layer shows and what the other hides in the same region). With the gradient gate ``g(v) = v`` where ``|v| < 1`` and a
 detached copy of ``v`` where ``|v| >= 1`` (same value, no gradient), ``fg = g(f)``, ``bg = g(b)``:
 
     pair 1 (hidden background vs visible foreground): x1 = m*bg,     y1 = m*fg
@@ -14,9 +15,9 @@ of pair k is ``-mean_n pos_k + mean_n neg_k``; ``L_ILS = sigma * (I1 + I2)``
 
 Mask terms: ``bin[n] = mean_hw min(m, 1-m)`` and ``area[n] = mean_hw m``.
 
-Both ops are deterministic on every backend (no atomics anywhere: each per-sample sum is
-formed in a fixed order), so ``deterministic=`` only documents intent; accumulation is in at
-least float32 (float64 for float64 inputs).
+Both ops are deterministic on every backend: no atomics anywhere, each per-sample sum is formed
+in a fixed order (on cpu by one thread per sample, so the thread count does not change the bits).
+Accumulation is in at least float32 (float64 for float64 inputs).
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._extensions import kernels_missing
-from ._dispatch import OpSpec, register_op, resolve
-from ._composite import _check_fbm, _check_tensor
+from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, no_bfloat16_on_cpu, register_op, resolve_backend
+from ._validate import check_index_tensor, check_layers, check_tensor
 
-SPEC = register_op(OpSpec("ils_terms", ("ref", "cpu", "cuda", "triton")))
-MASK_SPEC = register_op(OpSpec("mask_terms", ("ref", "cpu", "cuda", "triton")))
+__all__ = ["ils_terms", "mask_terms", "DISTRIBUTIONS", "SPEC", "MASK_SPEC"]
+
+SPEC = register_op(OpSpec("ils_terms", BACKENDS, kernels=("ils_terms_fwd", "ils_terms_bwd"), triton_module="ils_terms",
+                          limits=no_bfloat16_on_cpu))
+MASK_SPEC = register_op(OpSpec("mask_terms", BACKENDS, kernels=("mask_terms_fwd", "mask_terms_bwd"),
+                               triton_module="ils_terms", limits=no_bfloat16_on_cpu))
 
 DISTRIBUTIONS = {"laplace": 0, "gaussian": 1}
-_FAST_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _out_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -74,31 +77,10 @@ def _mask_terms_ref(m: Tensor) -> Tensor:
 #   mask_terms_fwd(m) -> [N,2];  mask_terms_bwd(g [N,2], m) -> gm
 # ``inv_k`` is the inverse permutation of ``perm_k`` (the backward gathers, never scatters).
 
-_KERNELS = {}
-
-
-def _kernels(backend: str):
-    k = _KERNELS.get(backend)
-    if k is None:
-        if backend == "cpu":
-            from ._extensions import cpu_ops
-
-            k = cpu_ops()
-        elif backend == "cuda":
-            from ._extensions import cuda_ops
-
-            k = cuda_ops()
-        elif backend == "triton":
-            from ilsgan.kernels import ils_terms as k
-        else:
-            raise ValueError(f"ils_terms: no kernels for backend {backend!r}")
-        _KERNELS[backend] = k
-    return k
-
 
 @torch.library.custom_op("ilsgan::ils_terms", mutates_args=())
 def _ils_terms_op(f: Tensor, b: Tensor, m: Tensor, perm1: Tensor, perm2: Tensor, dist: int, backend: str) -> Tensor:
-    return _kernels(backend).ils_terms_fwd(f, b, m, perm1, perm2, dist)
+    return kernels(SPEC, backend).ils_terms_fwd(f, b, m, perm1, perm2, dist)
 
 
 @_ils_terms_op.register_fake
@@ -112,7 +94,7 @@ def _ils_terms_bwd_op(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     inv1 = torch.argsort(perm1)
     inv2 = torch.argsort(perm2)
-    gf, gb, gm = _kernels(backend).ils_terms_bwd(g, f, b, m, perm1, perm2, inv1, inv2, dist)
+    gf, gb, gm = kernels(SPEC, backend).ils_terms_bwd(g, f, b, m, perm1, perm2, inv1, inv2, dist)
     return gf, gb, gm
 
 
@@ -138,7 +120,7 @@ _ils_terms_op.register_autograd(_ils_backward, setup_context=_ils_setup)
 
 @torch.library.custom_op("ilsgan::mask_terms", mutates_args=())
 def _mask_terms_op(m: Tensor, backend: str) -> Tensor:
-    return _kernels(backend).mask_terms_fwd(m)
+    return kernels(MASK_SPEC, backend).mask_terms_fwd(m)
 
 
 @_mask_terms_op.register_fake
@@ -148,7 +130,7 @@ def _(m, backend):
 
 @torch.library.custom_op("ilsgan::mask_terms_bwd", mutates_args=())
 def _mask_terms_bwd_op(g: Tensor, m: Tensor, backend: str) -> Tensor:
-    return _kernels(backend).mask_terms_bwd(g, m)
+    return kernels(MASK_SPEC, backend).mask_terms_bwd(g, m)
 
 
 @_mask_terms_bwd_op.register_fake
@@ -177,7 +159,7 @@ _mask_terms_op.register_autograd(_mask_backward, setup_context=_mask_setup)
 class _IlsFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f, b, m, perm1, perm2, dist, backend):
-        out = _kernels(backend).ils_terms_fwd(f, b, m, perm1, perm2, dist)
+        out = kernels(SPEC, backend).ils_terms_fwd(f, b, m, perm1, perm2, dist)
         _ils_setup(ctx, (f, b, m, perm1, perm2, dist, backend), out)
         return out
 
@@ -186,14 +168,14 @@ class _IlsFn(torch.autograd.Function):
     def backward(ctx, g):
         f, b, m, perm1, perm2 = ctx.saved_tensors
         inv1, inv2 = torch.argsort(perm1), torch.argsort(perm2)
-        gf, gb, gm = _kernels(ctx.backend).ils_terms_bwd(g.contiguous(), f, b, m, perm1, perm2, inv1, inv2, ctx.dist)
+        gf, gb, gm = kernels(SPEC, ctx.backend).ils_terms_bwd(g.contiguous(), f, b, m, perm1, perm2, inv1, inv2, ctx.dist)
         return gf, gb, gm, None, None, None, None
 
 
 class _MaskFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, m, backend):
-        out = _kernels(backend).mask_terms_fwd(m)
+        out = kernels(MASK_SPEC, backend).mask_terms_fwd(m)
         _mask_setup(ctx, (m, backend), out)
         return out
 
@@ -201,46 +183,19 @@ class _MaskFn(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         (m,) = ctx.saved_tensors
-        return _kernels(ctx.backend).mask_terms_bwd(g.contiguous(), m), None
-
-
-def _eager(*tensors) -> bool:
-    return not torch.compiler.is_compiling() and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        return kernels(MASK_SPEC, ctx.backend).mask_terms_bwd(g.contiguous(), m), None
 
 
 # ------------------------------------------------------------------------------------------------
 # Public functions.
 
-@torch.compiler.assume_constant_result
-def _resolve(which: str, impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
-    spec = SPEC if which == "ils" else MASK_SPEC
-    names = ("ils_terms_fwd", "ils_terms_bwd") if which == "ils" else ("mask_terms_fwd", "mask_terms_bwd")
-
-    def unsupported(backend: str) -> Optional[str]:
-        if backend == "ref":
-            return None
-        if dtype not in _FAST_DTYPES:
-            return f"dtype {dtype} not handled"
-        if backend == "cpu" and dtype == torch.bfloat16:
-            return "the cpu kernels take float16/float32/float64 (bfloat16 on GPU backends)"
-        return kernels_missing(spec.name, backend, names, "ils_terms")
-
-    return resolve(spec, impl, torch.device(device_type), strict, unsupported)
-
-
-def _check_perm(name: str, p, N: int, device: torch.device, full: bool = True) -> Tensor:
-    if not isinstance(p, Tensor):
-        raise TypeError(f"ils_terms: {name} must be a torch.Tensor, got {type(p).__name__}")
-    if p.is_floating_point() or p.is_complex() or p.dtype == torch.bool:
-        raise TypeError(f"ils_terms: {name} must be an integer tensor, got dtype {p.dtype}")
-    if tuple(p.shape) != (N,):
-        raise ValueError(f"ils_terms: {name} must have shape [N] = [{N}], got {tuple(p.shape)}")
-    if p.device != device:
-        raise ValueError(f"ils_terms: {name} is on {p.device} but f is on {device}; they must be on one device")
-    if full and not torch.compiler.is_compiling():  # a host sync on GPU: skipped for ils_loss's own draws
-        if not torch.equal(torch.sort(p.to(torch.long)).values, torch.arange(N, device=p.device)):
+def _check_perm(name: str, p, f: Tensor, full: bool) -> Tensor:
+    N = f.shape[0]
+    p = check_index_tensor("ils_terms", name, p, (N,), f)
+    if full and not torch.compiler.is_compiling():  # a host sync on GPU
+        if not torch.equal(torch.sort(p).values, torch.arange(N, device=p.device)):
             raise ValueError(f"ils_terms: {name} must be a permutation of range(N) with N={N}")
-    return p.to(torch.long).contiguous()
+    return p
 
 
 def ils_terms(
@@ -252,7 +207,7 @@ def ils_terms(
     distribution: str = "laplace",
     impl: str = "auto",
     strict: Optional[bool] = None,
-    deterministic: Optional[bool] = None,
+    validate_perms: bool = True,
 ) -> Tensor:
     r"""Per-sample CLUB terms of the two ILS region pairs, in one fused pass over (f, b, m).
 
@@ -263,9 +218,8 @@ def ils_terms(
             the negative pairs ``x1[perm1[n]]`` vs ``y1[n]`` and ``x2[perm2[n]]`` vs ``y2[n]``.
         distribution: ``"laplace"`` (``|x - y|``, the paper) or ``"gaussian"`` (``0.5 (x - y)^2``).
         impl, strict: backend choice as for every op (see :func:`ilsgan.ops.composite`).
-        deterministic: accepted for documentation; every backend is always deterministic (per-sample
-            sums in a fixed order, no atomics), whatever this or
-            ``torch.are_deterministic_algorithms_enabled()`` says.
+        validate_perms: check that perm1 and perm2 are permutations (a host sync on GPU; False for
+            permutations drawn with ``torch.randperm``, as :func:`ilsgan.losses.ils_loss` does).
 
     Returns:
         A tensor [N,4] with columns ``(pos1, neg1, pos2, neg2)`` (see the module docstring);
@@ -273,60 +227,44 @@ def ils_terms(
         float32 for float16/bfloat16 inputs (fp32 accumulation). The gradient gate zeroes the
         gradient into pixels with ``|f| >= 1`` (resp. ``|b| >= 1``). First-order gradients w.r.t.
         f, b, m on every backend (``ref``: any order). Fast kernels read contiguous NCHW
-        (other layouts are copied first).
+        (other layouts are copied first). Deterministic: see the module docstring.
     """
-    return _ils_terms(f, b, m, perm1, perm2, distribution, impl, strict, deterministic, True, True)
-
-
-def _ils_terms(f, b, m, perm1, perm2, distribution, impl, strict, deterministic, check1: bool, check2: bool):
-    _check_fbm("ils_terms", f, b, m)
-    N = f.shape[0]
-    p1 = _check_perm("perm1", perm1, N, f.device, check1)
-    p2 = _check_perm("perm2", perm2, N, f.device, check2)
+    check_layers("ils_terms", f, b, m)
+    p1 = _check_perm("perm1", perm1, f, validate_perms)
+    p2 = _check_perm("perm2", perm2, f, validate_perms)
     if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
         raise ValueError(f"ils_terms: distribution must be one of {sorted(DISTRIBUTIONS)}, got {distribution!r}")
-    if deterministic is not None and not isinstance(deterministic, bool):
-        raise TypeError(f"ils_terms: deterministic must be a bool or None, got {type(deterministic).__name__}")
-    if not isinstance(impl, str):
-        raise ValueError(f"ils_terms: impl must be a string, got {type(impl).__name__}")
     dist = DISTRIBUTIONS[distribution]
-    backend = _resolve("ils", impl, f.device.type, strict, f.dtype)
+    backend = resolve_backend("ils_terms", impl, f.device.type, strict, f.dtype, False)
     if backend == "ref":
         return _ils_terms_ref(f, b, m, p1, p2, dist)
     f, b, m = f.contiguous(), b.contiguous(), m.contiguous()
     if torch.compiler.is_compiling():
         return _ils_terms_op(f, b, m, p1, p2, dist, backend)
-    if _eager(f, b, m):
+    if needs_autograd(f, b, m):
         return _IlsFn.apply(f, b, m, p1, p2, dist, backend)
-    return _kernels(backend).ils_terms_fwd(f, b, m, p1, p2, dist)
+    return kernels(SPEC, backend).ils_terms_fwd(f, b, m, p1, p2, dist)
 
 
-def mask_terms(
-    m: Tensor, impl: str = "auto", strict: Optional[bool] = None, deterministic: Optional[bool] = None
-) -> Tensor:
+def mask_terms(m: Tensor, impl: str = "auto", strict: Optional[bool] = None) -> Tensor:
     r"""Per-sample mask statistics for the mask losses.
 
     Args:
         m: mask [N,1,H,W] (floating; also [N,C,H,W] is accepted, reduced over C,H,W).
         impl, strict: backend choice as for every op.
-        deterministic: accepted for documentation; every backend is always deterministic.
 
     Returns:
         A tensor [N,2] with columns ``(bin, area)``: ``bin[n] = mean min(m, 1-m)`` (the
         binarization term) and ``area[n] = mean m``. dtype as in :func:`ils_terms`. Gradient of
         ``min(m, 1-m)``: +1 where m < 0.5, -1 where m > 0.5, 0 at exactly 0.5 (as torch.minimum).
     """
-    _check_tensor("mask_terms", "m", m)
-    if deterministic is not None and not isinstance(deterministic, bool):
-        raise TypeError(f"mask_terms: deterministic must be a bool or None, got {type(deterministic).__name__}")
-    if not isinstance(impl, str):
-        raise ValueError(f"mask_terms: impl must be a string, got {type(impl).__name__}")
-    backend = _resolve("mask", impl, m.device.type, strict, m.dtype)
+    check_tensor("mask_terms", "m", m, 4)
+    backend = resolve_backend("mask_terms", impl, m.device.type, strict, m.dtype, False)
     if backend == "ref":
         return _mask_terms_ref(m)
     m = m.contiguous()
     if torch.compiler.is_compiling():
         return _mask_terms_op(m, backend)
-    if _eager(m):
+    if needs_autograd(m):
         return _MaskFn.apply(m, backend)
-    return _kernels(backend).mask_terms_fwd(m)
+    return kernels(MASK_SPEC, backend).mask_terms_fwd(m)

@@ -49,27 +49,24 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._validate import as_float
-from ._extensions import cpu_ops, kernels_missing, match_strides
-from ._dispatch import OpSpec, register_op, resolve
-from ._conv2d_resample import _check_factor, _check_filter, _upfirdn_impl, conv2d_resample, output_size, parse_padding
+from ._activations import ACTIVATIONS
+from ._bias_act import bias_act
+from ._conv2d_resample import conv2d_resample, output_size
+from ._dispatch import BACKENDS, OpSpec, kernels, no_bfloat16_on_cpu, register_op, resolve_backend
+from ._extensions import match_strides, memory_format_of
+from ._validate import check_bool, check_factor, check_filter, check_tensor, parse_activation, parse_padding
 
 __all__ = ["modulated_conv2d", "SPEC"]
 
-SPEC = register_op(OpSpec("modulated_conv2d", ("ref", "cpu", "cuda", "triton")))
+SPEC = register_op(OpSpec(
+    "modulated_conv2d", BACKENDS,
+    kernels=("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd"),
+    triton_module="modulated_conv2d",
+    cpu_kernels=("modconv_1x1_fwd", "modconv_1x1_bwd"),
+    limits=no_bfloat16_on_cpu,
+))
 
-_ACTS = {  # name -> (kernel id as in bias_act, default alpha, default gain)
-    "linear": (1, 0.0, 1.0),
-    "relu": (2, 0.0, math.sqrt(2)),
-    "lrelu": (3, 0.2, math.sqrt(2)),
-    "tanh": (4, 0.0, 1.0),
-    "sigmoid": (5, 0.0, 1.0),
-    "elu": (6, 0.0, 1.0),
-    "selu": (7, 0.0, 1.0),
-    "softplus": (8, 0.0, 1.0),
-    "swish": (9, 0.0, math.sqrt(2)),
-}
-_FUSED_ACTS = (1, 2, 3)
+_FUSED_ACTS = ("linear", "relu", "lrelu")  # activations the epilogue kernels apply themselves
 _OP = "modulated_conv2d"
 
 
@@ -86,11 +83,8 @@ def _prenormalize(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool) -
     return weight, styles
 
 
-def _nvlabs_modconv(
-    x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None, demodulate=True,
-    flip_weight=True, fused_modconv=True, impl="ref", strict=None,
-):
-    """NVlabs ``networks.modulated_conv2d`` (noise added out of place); FIR steps on ``impl``."""
+def _modconv_ref(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight, fused_modconv):
+    """NVlabs ``networks.modulated_conv2d`` (noise added out of place), FIR steps on ``ref``."""
     n = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     weight, styles = _prenormalize(x, weight, styles, demodulate)
@@ -105,7 +99,7 @@ def _nvlabs_modconv(
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
-                            flip_weight=flip_weight, impl=impl, strict=strict)
+                            flip_weight=flip_weight, impl="ref")
         if demodulate and noise is not None:
             x = torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))  # NVlabs fma
         elif demodulate:
@@ -116,42 +110,26 @@ def _nvlabs_modconv(
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
     x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=n,
-                        flip_weight=flip_weight, impl=impl, strict=strict)
+                        flip_weight=flip_weight, impl="ref")
     x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
 
 
-def _epilogue_ref(x, bias, act, alpha, gain, clamp, impl="ref"):
-    from ._bias_act import bias_act
-
+def _epilogue_ref(x, bias, act, alpha, gain, clamp):
     if bias is None and act == "linear" and gain == 1 and clamp is None:
         return x
     return bias_act(x, None if bias is None else bias.to(x.dtype), act=act, alpha=alpha, gain=gain, clamp=clamp,
-                    impl=impl)
-
-
-def _nvlabs_grouped(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None, demodulate=True,
-                    flip_weight=True, bias=None, act="linear", alpha=None, gain=None, clamp=None):
-    """NVlabs path (a): per-sample weights and one grouped conv, then plain-torch bias_act."""
-    y = _nvlabs_modconv(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight, True)
-    return _epilogue_ref(y, bias, act, alpha, gain, clamp)
-
-
-def _nvlabs_fma(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None, demodulate=True,
-                flip_weight=True, bias=None, act="linear", alpha=None, gain=None, clamp=None):
-    """NVlabs path (b): scale activations, shared conv, fma(d, noise), then plain-torch bias_act."""
-    y = _nvlabs_modconv(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight, False)
-    return _epilogue_ref(y, bias, act, alpha, gain, clamp)
+                    impl="ref")
 
 
 # ------------------------------------------------------------------------------------------------
 # Kernels of the fast backends. Each backend exposes
-#   epilogue_fwd(z, d, noise, b, noise_mode, act, alpha, gain, clamp) -> y
-#   epilogue_bwd(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db, need_dnoise)
-#       -> (dz, dd, db, dnoise)
-#   scale_bwd(dxs, x, s, need_ds) -> (dx, ds)
+#   modconv_epilogue_fwd(z, d, noise, b, noise_mode, act, alpha, gain, clamp) -> y
+#   modconv_epilogue_bwd(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db,
+#                        need_dnoise) -> (dz, dd, db, dnoise)
+#   modconv_scale_bwd(dxs, x, s, need_ds) -> (dx, ds)
 # z, y, dy, dz (and noise/dnoise in mode 2) share one dense layout, NCHW or channels_last; z's dtype
 # is float16/bfloat16/float32/float64; d [N,O], b [O], noise (mode 1: [N,H*W]) are in the compute
 # dtype (float64 for float64, float32 otherwise), as are dd, db, dnoise and ds. d None = 1, b None = 0.
@@ -160,42 +138,12 @@ def _nvlabs_fma(x, weight, styles, noise=None, up=1, down=1, padding=0, resample
 # Unneeded gradients come back as empty tensors.
 
 
-def _kernels(backend: str):
-    if backend == "cpu":
-        ops = cpu_ops()
-        return ops.modconv_epilogue_fwd, ops.modconv_epilogue_bwd, ops.modconv_scale_bwd
-    if backend == "cuda":
-        from ._extensions import cuda_ops
-
-        ops = cuda_ops()
-        return ops.modconv_epilogue_fwd, ops.modconv_epilogue_bwd, ops.modconv_scale_bwd
-    if backend == "triton":
-        from ilsgan.kernels import modulated_conv2d as tk
-
-        return tk.modconv_epilogue_fwd, tk.modconv_epilogue_bwd, tk.modconv_scale_bwd
-    raise ValueError(f"{_OP}: no kernels for backend {backend!r}")
-
-
-def _layout_of(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _dense(x: Tensor) -> Tensor:
-    """``x`` if it is NCHW- or channels_last-contiguous, else a contiguous copy."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return x
-    return x.contiguous()
-
-
 @torch.library.custom_op("ilsgan::modconv_epilogue", mutates_args=())
 def _epilogue_op(
     z: Tensor, d: Optional[Tensor], noise: Optional[Tensor], b: Optional[Tensor], noise_mode: int, act: int,
     alpha: float, gain: float, clamp: float, backend: str,
 ) -> Tensor:
-    fwd, _, _ = _kernels(backend)
-    return fwd(z, d, noise, b, noise_mode, act, alpha, gain, clamp)
+    return kernels(SPEC, backend).modconv_epilogue_fwd(z, d, noise, b, noise_mode, act, alpha, gain, clamp)
 
 
 @_epilogue_op.register_fake
@@ -208,8 +156,8 @@ def _epilogue_bwd_op(
     dy: Tensor, z: Tensor, d: Optional[Tensor], noise: Optional[Tensor], b: Optional[Tensor], noise_mode: int,
     act: int, alpha: float, gain: float, clamp: float, need_dd: bool, need_db: bool, need_dnoise: bool, backend: str,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    _, bwd, _ = _kernels(backend)
-    return tuple(bwd(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp, need_dd, need_db, need_dnoise))
+    return tuple(kernels(SPEC, backend).modconv_epilogue_bwd(dy, z, d, noise, b, noise_mode, act, alpha, gain, clamp,
+                                                             need_dd, need_db, need_dnoise))
 
 
 @_epilogue_bwd_op.register_fake
@@ -264,8 +212,7 @@ def _(x, s, backend):
 
 @torch.library.custom_op("ilsgan::modconv_scale_bwd", mutates_args=())
 def _scale_bwd_op(dxs: Tensor, x: Tensor, s: Tensor, need_ds: bool, backend: str) -> Tuple[Tensor, Tensor]:
-    _, _, bwd = _kernels(backend)
-    return tuple(bwd(dxs, x, s, need_ds))
+    return tuple(kernels(SPEC, backend).modconv_scale_bwd(dxs, x, s, need_ds))
 
 
 @_scale_bwd_op.register_fake
@@ -299,7 +246,7 @@ _MAX_1X1_OUTPUTS = 8
 
 @torch.library.custom_op("ilsgan::modconv_1x1", mutates_args=())
 def _conv1x1_op(x: Tensor, w: Tensor) -> Tensor:
-    return cpu_ops().modconv_1x1_fwd(x, w)
+    return kernels(SPEC, "cpu").modconv_1x1_fwd(x, w)
 
 
 @_conv1x1_op.register_fake
@@ -309,7 +256,7 @@ def _(x, w):
 
 @torch.library.custom_op("ilsgan::modconv_1x1_bwd", mutates_args=())
 def _conv1x1_bwd_op(dz: Tensor, x: Tensor, w: Tensor, need_dx: bool, need_dw: bool) -> Tuple[Tensor, Tensor]:
-    return tuple(cpu_ops().modconv_1x1_bwd(dz, x, w, need_dx, need_dw))
+    return tuple(kernels(SPEC, "cpu").modconv_1x1_bwd(dz, x, w, need_dx, need_dw))
 
 
 @_conv1x1_bwd_op.register_fake
@@ -343,9 +290,8 @@ def _modconv_fast(
     if demodulate:
         q = weight.to(acc).square().sum(dim=[2, 3])  # [O, I]
         dco = (styles.to(acc).square() @ q.t() + 1e-8).rsqrt()  # [N, O]
-    ufd = _upfirdn_impl(backend, x.device.type, x.dtype)
-    x = _dense(x)
-    fmt = _layout_of(x)
+    fmt = memory_format_of(x)
+    x = x.contiguous(memory_format=fmt)
     if grouped:
         wn = weight.to(acc).unsqueeze(0) * styles.to(acc).reshape(n, 1, i, 1, 1)
         if dco is not None:
@@ -363,21 +309,21 @@ def _modconv_fast(
                 z = torch.bmm(wn.to(x.dtype), x.reshape(n, i, h * w_)).reshape(n, o, h, w_)
         elif n == 1:
             z = conv2d_resample(x, wn[0].to(x.dtype), f=f, up=up, down=down, padding=list(pad),
-                                flip_weight=flip_weight, impl=ufd, strict=strict)
+                                flip_weight=flip_weight, impl=backend, strict=strict)
         else:
             z = conv2d_resample(x.reshape(1, n * i, h, w_), wn.reshape(n * o, i, kh, kw).to(x.dtype), f=f, up=up,
-                                down=down, padding=list(pad), groups=n, flip_weight=flip_weight, impl=ufd,
+                                down=down, padding=list(pad), groups=n, flip_weight=flip_weight, impl=backend,
                                 strict=strict)
             z = z.reshape(n, o, *z.shape[2:])
         d_epi = None
     else:
         xs = _scale_op(x, styles.to(acc).contiguous(), backend)
         z = conv2d_resample(xs, weight.to(x.dtype), f=f, up=up, down=down, padding=list(pad), flip_weight=flip_weight,
-                            impl=ufd, strict=strict)
+                            impl=backend, strict=strict)
         d_epi = dco.contiguous() if dco is not None else None
 
-    act_id, _, _ = _ACTS[act]
-    fused_act = act_id in _FUSED_ACTS and (act_id != 3 or alpha >= 0)
+    act_id = ACTIVATIONS[act].index
+    fused_act = act in _FUSED_ACTS and (act != "lrelu" or alpha >= 0)
     z = z.contiguous(memory_format=fmt)  # keep x's memory format (a copy only if a FIR step lost it)
     if not fused_act:
         e_b, e_act, e_alpha, e_gain, e_clamp = None, 1, 0.0, 1.0, -1.0
@@ -402,8 +348,6 @@ def _modconv_fast(
         y = _epilogue_op(z, d_epi, noise, e_b, noise_mode, e_act, float(e_alpha), float(e_gain), float(e_clamp),
                          backend)
     if not fused_act:
-        from ._bias_act import bias_act
-
         y = bias_act(y, None if bias is None else bias.to(y.dtype), act=act, alpha=alpha, gain=gain, clamp=clamp,
                      impl=backend, strict=strict)
     return y
@@ -411,43 +355,6 @@ def _modconv_fast(
 
 # ------------------------------------------------------------------------------------------------
 # Public function.
-
-def _kernel_missing(backend: str) -> Optional[str]:
-    kernels = ("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd")
-    if backend == "cpu":
-        kernels += ("modconv_1x1_fwd", "modconv_1x1_bwd")
-    return kernels_missing("modulated_conv2d", backend, kernels, "modulated_conv2d")
-
-
-def _unsupported(dtype: torch.dtype):
-    def check(backend: str) -> Optional[str]:
-        if backend == "ref":
-            return None
-        if dtype == torch.bfloat16 and backend == "cpu":
-            return "the cpu kernels handle float16/float32/float64, not bfloat16"
-        return _kernel_missing(backend)
-
-    return check
-
-
-@torch.compiler.assume_constant_result
-def _resolve(impl: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
-    # Depends on facts about the process only; evaluated eagerly while torch.compile traces.
-    return resolve(SPEC, impl, torch.device(device_type), strict, _unsupported(dtype))
-
-
-def _as_float(name: str, value, allow_inf: bool = False) -> float:
-    return as_float(_OP, name, value, allow_inf)
-
-
-def _check_tensor(t, name, x, allow_other_float=True):
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{_OP}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{_OP}: {name} must be a floating-point tensor, got {t.dtype}")
-    if t.device != x.device:
-        raise ValueError(f"{_OP}: {name} is on {t.device} but x is on {x.device}")
-
 
 def modulated_conv2d(
     x: Tensor,
@@ -514,66 +421,50 @@ def modulated_conv2d(
                              resample_filter=f, flip_weight=(up == 1), bias=bias, act="lrelu",
                              gain=math.sqrt(2) * g, clamp=256 * g)
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{_OP}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{_OP}: x must be 4-D [N, I, H, W], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{_OP}: x must be a floating-point tensor, got {x.dtype}")
-    _check_tensor(weight, "weight", x)
+    check_tensor(_OP, "x", x, 4)
+    check_tensor(_OP, "weight", weight, like=x)
     if weight.dim() != 4:
         raise ValueError(f"{_OP}: weight must be 4-D [O, I, kh, kw], got shape {tuple(weight.shape)}")
     n, i = x.shape[:2]
     o, wi, kh, kw = weight.shape
     if wi != i:
         raise ValueError(f"{_OP}: weight has {wi} input channels (weight.shape[1]) but x has {i} (x.shape[1])")
-    _check_tensor(styles, "styles", x)
+    check_tensor(_OP, "styles", styles, like=x)
     if tuple(styles.shape) != (n, i):
         raise ValueError(f"{_OP}: styles must have shape [N, I] = [{n}, {i}], got {tuple(styles.shape)}")
-    up = _check_factor(up, "up", _OP)
-    down = _check_factor(down, "down", _OP)
-    pad = parse_padding(padding, "padding", _OP)
-    _check_filter(resample_filter, "resample_filter", _OP, x.device)
-    for name, value in (("demodulate", demodulate), ("flip_weight", flip_weight)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{_OP}: {name} must be a bool, got {type(value).__name__}")
-    if fused_modconv is not None and not isinstance(fused_modconv, bool):
-        raise TypeError(f"{_OP}: fused_modconv must be a bool or None, got {type(fused_modconv).__name__}")
+    up = check_factor(_OP, "up", up)
+    down = check_factor(_OP, "down", down)
+    pad = parse_padding(_OP, "padding", padding)
+    check_filter(_OP, "resample_filter", resample_filter, x.device)
+    demodulate = check_bool(_OP, "demodulate", demodulate)
+    flip_weight = check_bool(_OP, "flip_weight", flip_weight)
+    if fused_modconv is not None:
+        fused_modconv = check_bool(_OP, "fused_modconv", fused_modconv)
     oh, ow = output_size(x.shape[2], x.shape[3], kh, kw, up, down, pad)
     if oh < 1 or ow < 1:
         raise ValueError(f"{_OP}: the output would be {oh}x{ow} (input {tuple(x.shape[2:])}, kernel {kh}x{kw}, "
                          f"up={up}, down={down}, padding={pad}); check padding")
     if noise is not None:
-        _check_tensor(noise, "noise", x)
+        check_tensor(_OP, "noise", noise, like=x)
         ok = (noise.dim() == 4 and noise.shape[0] in (1, n) and noise.shape[1] in (1, o)
               and tuple(noise.shape[2:]) == (oh, ow))
         if not ok:
             raise ValueError(f"{_OP}: noise must have shape [N or 1, 1 or O, H', W'] = [{n}|1, 1|{o}, {oh}, {ow}], "
                              f"got {tuple(noise.shape)}")
     if bias is not None:
-        _check_tensor(bias, "bias", x)
+        check_tensor(_OP, "bias", bias, like=x)
         if tuple(bias.shape) != (o,):
             raise ValueError(f"{_OP}: bias must have shape [O] = [{o}], got {tuple(bias.shape)}")
-    if not isinstance(act, str) or act not in _ACTS:
-        raise ValueError(f"{_OP}: act must be one of {sorted(_ACTS)}, got {act!r}")
-    _, def_alpha, def_gain = _ACTS[act]
-    alpha = def_alpha if alpha is None else _as_float("alpha", alpha)
-    gain = def_gain if gain is None else _as_float("gain", gain)
-    if clamp is not None:
-        clamp = _as_float("clamp", clamp, allow_inf=True)
-        if clamp < 0:
-            raise ValueError(f"{_OP}: clamp must be >= 0 (or None), got {clamp}")
-    if not isinstance(impl, str):
-        raise ValueError(f"{_OP}: impl must be a string, got {type(impl).__name__}")
+    _, alpha, gain, clamp = parse_activation(_OP, act, alpha, gain, clamp)
 
-    backend = _resolve(impl, x.device.type, strict, x.dtype)
+    backend = resolve_backend(_OP, impl, x.device.type, strict, x.dtype, False)
     if fused_modconv is None:  # see the module docstring
         grouped = n == 1 or (kh == 1 and kw == 1 and up == 1 and down == 1 and pad == (0, 0, 0, 0))
     else:
         grouped = fused_modconv
     if backend == "ref":
-        y = _nvlabs_modconv(x, weight, styles, noise, up, down, list(pad), resample_filter, demodulate, flip_weight,
-                            grouped, impl="ref", strict=strict)
+        y = _modconv_ref(x, weight, styles, noise, up, down, list(pad), resample_filter, demodulate, flip_weight,
+                         grouped)
         return _epilogue_ref(y, bias, act, alpha, gain, clamp)
     return _modconv_fast(x, weight, styles, noise, up, down, pad, resample_filter, demodulate, flip_weight, grouped,
                          bias, act, alpha, gain, clamp, backend, strict)
