@@ -155,9 +155,16 @@ def plot_log(log_path: Path, out_path: Path) -> Optional[Path]:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.tight_layout()
     tmp = Path(out_path).with_name(Path(out_path).name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(out_path)
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=80)
+        tmp.replace(out_path)
+    finally:  # a failed save (disk full) must not leak the figure, once per snapshot, for the whole run
+        plt.close(fig)
+        if tmp.exists():
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
     return Path(out_path)
