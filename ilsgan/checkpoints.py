@@ -192,9 +192,12 @@ def _weights_only_load(path: Path, map_location) -> Any:
 
 def _why_unreadable(e: BaseException) -> str:
     msg = str(e)
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-    if m:  # torch's weights-only unpickler names the callable a pickle wanted to run
-        return (f"it holds a pickled Python object ({m.group(1)}), not only tensors; it was not loaded "
+    # torch's weights-only unpickler names the global a pickle wanted to build or call; its own advice
+    # (re-run with weights_only=False) is replaced by ours, which names the opt-in and its risk
+    m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", msg)
+    if m or "Weights only load failed" in msg:
+        what = f" ({m.group(1)})" if m else ""
+        return (f"it holds a pickled Python object{what}, not only tensors; it was not loaded "
                 f"because {UNTRUSTED_HINT}")
     first = msg.strip().splitlines()[0] if msg.strip() else ""
     return f"{type(e).__name__}: {first}"
