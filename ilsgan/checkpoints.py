@@ -22,7 +22,7 @@ Loading never runs code from the file: every reader here uses ``torch.load(weigh
 builds only tensors and plain containers and refuses any other Python global. A whole pickled module
 (``torch.save(G, path)``) can only be read by :func:`load_pickled_module` with ``trusted=True``.
 
-Snapshots of a run (:func:`save_snapshot`): ``checkpoint-latest.pt`` plus numbered
+Snapshots of a run: ``checkpoint-latest.pt`` plus numbered (:func:`copy_snapshot`)
 ``checkpoint-KKKKKK.III.pt`` (:func:`snapshot_tag`: whole kimg, then the remaining images, so names
 are unique and sort by training progress; the older ``checkpoint-KKKKKK.pt`` names are still read).
 ``find_latest(outdir)`` resolves ``--resume latest``: ``outdir/checkpoint-latest.pt`` if present,
@@ -47,7 +47,7 @@ import torch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_generator", "find_latest", "capture_rng", "restore_rng",
            "check_config_compatible", "CheckpointError", "FORMAT", "VERSION", "ARCH_KEYS", "load_latest",
-           "list_checkpoints", "load_pickled_module", "snapshot_tag", "snapshot_nimg", "save_snapshot",
+           "list_checkpoints", "load_pickled_module", "snapshot_tag", "snapshot_nimg", "copy_snapshot",
            "prune_snapshots", "UNTRUSTED_HINT", "DEFAULT_KEEP"]
 
 FORMAT = "ilsgan-checkpoint"
@@ -142,6 +142,24 @@ def _plain(obj):
     return obj
 
 
+class _ErrorKeepingWriter:
+    """The file torch.save writes to, keeping the first ``OSError`` of a write: torch's zip writer
+    replaces it by a RuntimeError ("unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, b):
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        self.f.flush()
+
+
 def save_checkpoint(path: Union[str, os.PathLike], *, config: Dict[str, Any], G, D, G_ema, G_opt=None, D_opt=None,
                     augment: Optional[Dict[str, Any]] = None, rng: Optional[Dict[str, Any]] = None,
                     counters: Optional[Dict[str, Any]] = None, meta: Optional[Dict[str, Any]] = None) -> Path:
@@ -171,7 +189,13 @@ def save_checkpoint(path: Union[str, os.PathLike], *, config: Dict[str, Any], G,
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
+            w = _ErrorKeepingWriter(f)
+            try:
+                torch.save(ckpt, w)
+            except Exception as e:  # noqa: BLE001
+                if w.error is not None:  # report "ENOSPC: No space left on device", not torch's follow-up error
+                    raise w.error from e
+                raise
             f.flush()
             os.fsync(f.fileno())  # the data is on disk before the name points at it (power loss)
         os.replace(tmp, path)
@@ -268,8 +292,8 @@ def _is_latest(p: Path) -> bool:
 def list_checkpoints(outdir: Union[str, os.PathLike]) -> List[Path]:
     """Every ``checkpoint-*.pt`` in ``outdir`` and its sub-directories (runs), newest first: the order
     ``--resume latest`` tries them in. ``outdir/checkpoint-latest.pt`` comes first; the others by
-    modification time (a ``checkpoint-latest.pt`` before a numbered snapshot of the same time, which is
-    the same file when hard-linked), then by training progress in the name."""
+    modification time (a ``checkpoint-latest.pt`` before a numbered snapshot of the same time: its
+    copy), then by training progress in the name."""
     outdir = Path(outdir).expanduser()
     if not outdir.is_dir():
         return []
@@ -398,29 +422,23 @@ def prune_snapshots(run_dir: Union[str, os.PathLike], keep: Optional[int],
     return removed
 
 
-def save_snapshot(run_dir: Union[str, os.PathLike], nimg: Optional[int], keep: Optional[int] = DEFAULT_KEEP,
-                  warn: Callable[[str], None] = _warn_stderr, **state) -> Dict[str, Path]:
-    """Write ``run_dir/checkpoint-latest.pt`` (:func:`save_checkpoint` of ``state``) and, when ``nimg``
-    is given, the numbered ``checkpoint-<snapshot_tag(nimg)>.pt``, then :func:`prune_snapshots` to
-    ``keep``. Returns ``{"checkpoint": numbered or latest, "latest": latest}``.
+def copy_snapshot(latest: Union[str, os.PathLike], nimg: int, keep: Optional[int] = DEFAULT_KEEP,
+                  warn: Callable[[str], None] = _warn_stderr) -> Path:
+    """Copy the just-written ``latest`` checkpoint to the numbered snapshot
+    ``checkpoint-<snapshot_tag(nimg)>.pt`` beside it (through a temporary name), then
+    :func:`prune_snapshots` to ``keep``. Returns the numbered path.
 
-    The numbered file is a hard link to the new latest when the file system allows (no second copy on
-    disk; replacing latest later gives it a new inode and leaves the link alone), else a copy, both
-    through a temporary name. Raises ``OSError`` (disk full, folder unwritable) with every earlier file
-    intact: latest is replaced only after the new one is fully on disk, and nothing is pruned before
-    the numbered snapshot exists."""
-    run_dir = Path(run_dir)
-    latest = save_checkpoint(run_dir / "checkpoint-latest.pt", **state)
-    out = {"checkpoint": latest, "latest": latest}
-    if nimg is None:
-        return out
-    dst = run_dir / f"checkpoint-{snapshot_tag(nimg)}.pt"
+    A real copy, not a hard link: an in-place corruption of ``checkpoint-latest.pt`` (a truncating
+    copy tool, a disk error) must not take the newest numbered snapshot with it, which is what
+    ``--resume latest`` falls back to. Raises ``OSError`` (disk full, folder unwritable) with every
+    earlier file intact; nothing is pruned unless the new snapshot exists."""
+    latest = Path(latest)
+    dst = latest.with_name(f"checkpoint-{snapshot_tag(nimg)}.pt")
     tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
     try:
-        try:
-            os.link(latest, tmp)
-        except OSError:  # no hard links here (some network / FAT file systems): a real copy
-            shutil.copyfile(latest, tmp)
+        shutil.copyfile(latest, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, dst)
     finally:
         if tmp.exists():
@@ -428,6 +446,5 @@ def save_snapshot(run_dir: Union[str, os.PathLike], nimg: Optional[int], keep: O
                 tmp.unlink()
             except OSError:
                 pass
-    out["checkpoint"] = dst
-    prune_snapshots(run_dir, keep, warn=warn)
-    return out
+    prune_snapshots(latest.parent, keep, warn=warn)
+    return dst

@@ -348,18 +348,18 @@ def training_loop(
                      counters={"cur_nimg": cur_nimg, "iteration": iteration, "nan_events": nan_events},
                      meta={"world_size": world, "data": str(data), "seed": seed, "impl": impl})
         try:
-            paths = ck.save_snapshot(run_dir, cur_nimg if numbered else None, keep=keep, warn=log_fn, **state)
+            latest = ck.save_checkpoint(run_dir / "checkpoint-latest.pt", **state)
+            saved_ok.update(path=str(latest), nimg=cur_nimg)
+            return ck.copy_snapshot(latest, cur_nimg, keep=keep, warn=log_fn) if numbered else latest
         except OSError as e:
-            where = getattr(e, "filename", None) or run_dir
-            kept = (f"the previous checkpoint {saved_ok['path']} ({saved_ok['nimg'] / 1000:.3f} kimg) is intact"
-                    if saved_ok["path"] else "no earlier checkpoint of this run exists")
+            where = str(getattr(e, "filename", None) or run_dir).split(".tmp-")[0]  # the file meant, not its temp
+            kept = (f"the newest checkpoint on disk, {saved_ok['path']} ({saved_ok['nimg'] / 1000:.3f} kimg), is "
+                    f"intact" if saved_ok["path"] else "no earlier checkpoint of this run exists")
             msg = (f"error: could not write the checkpoint at {cur_nimg / 1000:.3f} kimg ({_os_error(e)}: {where}); "
                    f"{kept}; training goes on and tries again at the next snapshot")
             snapshot_errors.append({"kimg": cur_nimg / 1000, "error": _os_error(e), "path": str(where)})
             (pbar.write(msg) if pbar is not None else log_fn(msg))
             return None
-        saved_ok.update(path=str(paths["latest"]), nimg=cur_nimg)
-        return paths["checkpoint"]
 
     def snapshot(final: bool) -> Dict[str, Path]:
         out = {}
