@@ -22,6 +22,7 @@ import functools
 import math
 import os
 import random
+import re
 import sys
 import time
 import warnings
@@ -154,6 +155,7 @@ def _abort_on_lost_peer(fn):
                 raise
             dd.abort()
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's "[/path/to/pair.cc:553] " source prefix
             raise PeerLost(
                 f"process {os.environ.get('RANK', '?')} of {world} lost contact with the others ({first}); another "
                 f"process died or hung, so this one stops too. The checkpoints in {str(run_dir)!r} are intact: "
