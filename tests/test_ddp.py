@@ -61,14 +61,33 @@ def _ranks(launcher_pid):
     return out
 
 
+def _kill_all(proc):
+    """Kill the launcher and its workers (they run in their own sessions: killing torchrun alone leaves
+    them training, holding the output pipe open) and return the output so far."""
+    for pid in _ranks(proc.pid).values() if proc.poll() is None else ():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
+    return proc.communicate(timeout=60)[0][-3000:]
+
+
+def _finish(proc, timeout, what):
+    """The launcher's output once it exits within ``timeout`` s; else kill everything and fail."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{what}: " + _kill_all(proc)) from None
+
+
 def _wait_for_snapshots(proc, run, n=2, limit=240):
     t0 = time.time()
     while time.time() - t0 < limit and proc.poll() is None:
         if len(list(run.glob("checkpoint-0*.pt"))) >= n:
             return
         time.sleep(0.5)
-    proc.kill()
-    raise AssertionError("the run did not reach its snapshots: " + proc.communicate()[0][-3000:])
+    raise AssertionError("the run did not reach its snapshots: " + _kill_all(proc))
 
 
 def _pid_alive(pid):
@@ -88,11 +107,7 @@ def test_killed_process_ends_the_others_and_keeps_the_checkpoint(tmp_path):
     assert sorted(ranks) == [0, 1], ranks
     os.kill(ranks[1], signal.SIGKILL)
     t0 = time.time()
-    try:
-        out, _ = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("hung after a process was killed: " + proc.communicate()[0][-3000:])
+    out = _finish(proc, 90, "hung after a process was killed")
     assert time.time() - t0 < 60
     assert proc.returncode != 0
     assert "lost contact with the others" in out and "--resume latest" in out, out[-3000:]
@@ -119,11 +134,7 @@ def test_hung_process_times_out_instead_of_hanging_the_others(tmp_path):
         waited = time.time() - t0
     finally:
         os.kill(ranks[1], signal.SIGCONT)
-    try:
-        out, _ = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("hung: " + proc.communicate()[0][-3000:])
+    out = _finish(proc, 60, f"rank 0 still running {waited:.0f} s after rank 1 stopped")
     assert waited < timeout_s + 30, (waited, out[-3000:])
     assert proc.returncode != 0
     assert "lost contact with the others" in out and "Timed out" in out, out[-3000:]
