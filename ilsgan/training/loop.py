@@ -358,7 +358,7 @@ def training_loop(
             kept = (f"the newest checkpoint on disk, {saved_ok['path']} ({saved_ok['nimg'] / 1000:.3f} kimg), is "
                     f"intact" if saved_ok["path"] else "no earlier checkpoint of this run exists")
             msg = (f"error: could not write the checkpoint at {cur_nimg / 1000:.3f} kimg ({_os_error(e)}: {where}); "
-                   f"{kept}; training goes on and tries again at the next snapshot")
+                   f"{kept}" + ("; training goes on and tries again at the next snapshot" if numbered else ""))
             snapshot_errors.append({"kimg": cur_nimg / 1000, "error": _os_error(e), "path": str(where)})
             (pbar.write(msg) if pbar is not None else log_fn(msg))
             return None
