@@ -15,9 +15,19 @@ Format (a ``torch.save`` dict, readable with ``torch.load(path, weights_only=Tru
       "meta":     {"time": float, "ilsgan_version": str, "world_size": int, ...}
     }
 
-Saving writes ``PATH.tmp-<pid>`` then ``os.replace`` s it onto ``PATH`` (never a half-written file).
+Saving writes ``PATH.tmp-<pid>``, syncs it to disk, then ``os.replace`` s it onto ``PATH``: a full
+disk, an unwritable folder or a kill in the middle leaves the previous ``PATH`` whole.
+
+Loading never runs code from the file: every reader here uses ``torch.load(weights_only=True)``, which
+builds only tensors and plain containers and refuses any other Python global. A whole pickled module
+(``torch.save(G, path)``) can only be read by :func:`load_pickled_module` with ``trusted=True``.
+
+Snapshots of a run: ``checkpoint-latest.pt`` plus numbered (:func:`copy_snapshot`)
+``checkpoint-KKKKKK.III.pt`` (:func:`snapshot_tag`: whole kimg, then the remaining images, so names
+are unique and sort by training progress; the older ``checkpoint-KKKKKK.pt`` names are still read).
 ``find_latest(outdir)`` resolves ``--resume latest``: ``outdir/checkpoint-latest.pt`` if present,
-else the newest ``checkpoint-*.pt`` under ``outdir`` (searched recursively one level).
+else the newest ``checkpoint-*.pt`` under ``outdir`` (searched recursively one level);
+:func:`load_latest` falls back to the next newest when that one is unreadable.
 """
 
 from __future__ import annotations
@@ -25,15 +35,20 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
+import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_generator", "find_latest", "capture_rng", "restore_rng",
-           "check_config_compatible", "CheckpointError", "FORMAT", "VERSION", "ARCH_KEYS"]
+           "check_config_compatible", "CheckpointError", "FORMAT", "VERSION", "ARCH_KEYS", "load_latest",
+           "list_checkpoints", "load_pickled_module", "snapshot_tag", "snapshot_nimg", "copy_snapshot",
+           "prune_snapshots", "UNTRUSTED_HINT", "DEFAULT_KEEP"]
 
 FORMAT = "ilsgan-checkpoint"
 VERSION = 1
@@ -42,6 +57,14 @@ VERSION = 1
 ARCH_KEYS = ("resolution", "z_dim", "w_dim", "mapping_layers", "mapping_lr_multiplier", "channel_base",
              "channel_max", "num_fp16_res", "conv_clamp", "mbstd_group_size", "mbstd_num_channels", "use_noise",
              "w_avg_beta")
+
+
+# Numbered snapshots kept besides checkpoint-latest.pt (``--keep``): enough to step back past a bad
+# stretch of training, few enough that a long paper run does not fill a disk (5 x 35 MB for the demo).
+DEFAULT_KEEP = 5
+
+UNTRUSTED_HINT = ("loading a whole pickled object runs whatever code the file contains; pass "
+                  "--trust-pickle (trusted=True) only for a file from a source you trust")
 
 
 class CheckpointError(ValueError):
@@ -119,6 +142,24 @@ def _plain(obj):
     return obj
 
 
+class _ErrorKeepingWriter:
+    """The file torch.save writes to, keeping the first ``OSError`` of a write: torch's zip writer
+    replaces it by a RuntimeError ("unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, b):
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        self.f.flush()
+
+
 def save_checkpoint(path: Union[str, os.PathLike], *, config: Dict[str, Any], G, D, G_ema, G_opt=None, D_opt=None,
                     augment: Optional[Dict[str, Any]] = None, rng: Optional[Dict[str, Any]] = None,
                     counters: Optional[Dict[str, Any]] = None, meta: Optional[Dict[str, Any]] = None) -> Path:
@@ -147,10 +188,19 @@ def save_checkpoint(path: Union[str, os.PathLike], *, config: Dict[str, Any], G,
     }
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(ckpt, tmp)
+        with open(tmp, "wb") as f:
+            w = _ErrorKeepingWriter(f)
+            try:
+                torch.save(ckpt, w)
+            except Exception as e:  # noqa: BLE001
+                if w.error is not None:  # report "ENOSPC: No space left on device", not torch's follow-up error
+                    raise w.error from e
+                raise
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it (power loss)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.exists():  # a failed write (ENOSPC, EACCES) must not leave a half file eating the disk
             try:
                 tmp.unlink()
             except OSError:
@@ -158,20 +208,38 @@ def save_checkpoint(path: Union[str, os.PathLike], *, config: Dict[str, Any], G,
     return path
 
 
+def _weights_only_load(path: Path, map_location) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only; a file that needs any
+    other Python global is refused (the global is named in the error) instead of executed."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _why_unreadable(e: BaseException) -> str:
+    msg = str(e)
+    # torch's weights-only unpickler names the global a pickle wanted to build or call; its own advice
+    # (re-run with weights_only=False) is replaced by ours, which names the opt-in and its risk
+    m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", msg)
+    if m or "Weights only load failed" in msg:
+        what = f" ({m.group(1)})" if m else ""
+        return (f"it holds a pickled Python object{what}, not only tensors; it was not loaded "
+                f"because {UNTRUSTED_HINT}")
+    first = msg.strip().splitlines()[0] if msg.strip() else ""
+    return f"{type(e).__name__}: {first}"
+
+
 def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict[str, Any]:
-    """Read and validate a checkpoint dict (see the module docstring). Raises :class:`CheckpointError`."""
+    """Read and validate a checkpoint dict (see the module docstring) with ``weights_only=True`` (no
+    code from the file runs). A directory means its newest readable checkpoint (:func:`load_latest`).
+    Raises :class:`CheckpointError`."""
     path = Path(path).expanduser()
     if path.is_dir():
-        latest = find_latest(path)
-        if latest is None:
-            raise CheckpointError(f"no checkpoint-*.pt found in directory {str(path)!r}")
-        path = latest
+        return load_latest(path, map_location=map_location)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = _weights_only_load(path, map_location)
     except Exception as e:  # noqa: BLE001 - any unpickling problem is "unreadable"
-        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({_why_unreadable(e)})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an ilsgan checkpoint (no format={FORMAT!r} field)")
     if int(ckpt.get("version", 0)) > VERSION:
@@ -219,18 +287,166 @@ def load_generator(path: Union[str, os.PathLike], device: Union[str, torch.devic
     return G
 
 
-def find_latest(outdir: Union[str, os.PathLike]) -> Optional[Path]:
-    """The checkpoint ``--resume latest`` means for ``outdir``: ``checkpoint-latest.pt`` if present,
-    else the most recently modified ``checkpoint-*.pt`` in ``outdir`` or its sub-directories (runs)."""
+def _is_latest(p: Path) -> bool:
+    return p.name == "checkpoint-latest.pt"
+
+
+def list_checkpoints(outdir: Union[str, os.PathLike]) -> List[Path]:
+    """Every ``checkpoint-*.pt`` in ``outdir`` and its sub-directories (runs), newest first: the order
+    ``--resume latest`` tries them in. ``outdir/checkpoint-latest.pt`` comes first; the others by
+    modification time (a ``checkpoint-latest.pt`` before a numbered snapshot of the same time: its
+    copy), then by training progress in the name."""
     outdir = Path(outdir).expanduser()
     if not outdir.is_dir():
-        return None
-    direct = outdir / "checkpoint-latest.pt"
-    if direct.exists():
-        return direct
-    cands: Iterable[str] = (glob.glob(str(outdir / "checkpoint-*.pt"))
-                            + glob.glob(str(outdir / "*" / "checkpoint-*.pt")))
-    cands = [c for c in cands if ".tmp-" not in c]
+        return []
+    cands = [Path(c) for c in glob.glob(str(outdir / "checkpoint-*.pt")) + glob.glob(str(outdir / "*" / "checkpoint-*.pt"))
+             if ".tmp-" not in c]
+
+    def key(p: Path):
+        try:
+            mtime = os.path.getmtime(p)
+        except OSError:  # vanished since the glob: try it last (it will be reported as missing)
+            mtime = float("-inf")
+        return (p == outdir / "checkpoint-latest.pt", mtime, _is_latest(p), snapshot_nimg(p) or -1, str(p))
+
+    return sorted(cands, key=key, reverse=True)
+
+
+def find_latest(outdir: Union[str, os.PathLike]) -> Optional[Path]:
+    """The checkpoint ``--resume latest`` means for ``outdir``: ``checkpoint-latest.pt`` if present,
+    else the most recently modified ``checkpoint-*.pt`` in ``outdir`` or its sub-directories (runs).
+    It is not opened; :func:`load_latest` also skips unreadable files."""
+    cands = list_checkpoints(outdir)
+    return cands[0] if cands else None
+
+
+def _warn_stderr(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def load_latest(outdir: Union[str, os.PathLike], map_location="cpu",
+                warn: Callable[[str], None] = _warn_stderr) -> Dict[str, Any]:
+    """:func:`load_checkpoint` of the newest *readable* checkpoint under ``outdir`` (the order of
+    :func:`list_checkpoints`). A truncated or corrupt newer file (a crash while the disk was full, a
+    partial copy) is skipped with a ``warn`` naming it and why, so a resume loses one snapshot interval
+    instead of failing. ``ckpt["skipped"]`` lists the skipped paths. Raises :class:`CheckpointError` when
+    there is no checkpoint or none is readable."""
+    outdir = Path(outdir).expanduser()
+    cands = list_checkpoints(outdir)
     if not cands:
+        raise CheckpointError(f"no checkpoint-*.pt found under {str(outdir)!r}")
+    skipped: List[Tuple[Path, str]] = []
+    for p in cands:
+        try:
+            ckpt = load_checkpoint(p, map_location=map_location)
+        except CheckpointError as e:
+            skipped.append((p, str(e)))
+            warn(f"skipping {e}")
+            continue
+        if skipped:
+            warn(f"using {str(p)!r} instead of the newer unreadable "
+                 + ", ".join(repr(str(q)) for q, _ in skipped))
+        ckpt["skipped"] = [str(q) for q, _ in skipped]
+        return ckpt
+    raise CheckpointError(f"none of the {len(cands)} checkpoint(s) under {str(outdir)!r} is readable: "
+                          + "; ".join(why for _, why in skipped))
+
+
+def load_pickled_module(path: Union[str, os.PathLike], map_location="cpu", *, trusted: bool = False):
+    """A whole pickled object (``torch.save(module, path)``), read with ``weights_only=False``.
+
+    Unpickling runs any code the file names, so it is done only with ``trusted=True`` (the CLIs'
+    ``--trust-pickle``); otherwise :class:`CheckpointError`, before the file is opened."""
+    path = Path(path).expanduser()
+    if not trusted:
+        raise CheckpointError(f"{str(path)!r}: refusing to unpickle a whole object: {UNTRUSTED_HINT}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{str(path)!r} is unreadable ({type(e).__name__}: {e})") from e
+
+
+# ------------------------------------------------------------------------------------------------
+# Numbered snapshots and retention
+
+_SNAPSHOT_RE = re.compile(r"^checkpoint-(\d{6,})(?:\.(\d{3}))?\.pt$")
+
+
+def snapshot_tag(nimg: int) -> str:
+    """``KKKKKK.III`` for ``nimg`` images: whole kimg (6 digits), a dot, the remaining images (3
+    digits). ``000000.400`` = 0.4 kimg. Unique per image count (the older ``KKKKKK`` names gave every
+    snapshot within one kimg the same name) and of fixed width, so names sort in training order."""
+    nimg = int(nimg)
+    if nimg < 0:
+        raise ValueError(f"snapshot_tag: nimg must be >= 0, got {nimg}")
+    return f"{nimg // 1000:06d}.{nimg % 1000:03d}"
+
+
+def snapshot_nimg(path: Union[str, os.PathLike]) -> Optional[int]:
+    """Images shown at a numbered snapshot, from its name (``checkpoint-KKKKKK.III.pt``, or the older
+    ``checkpoint-KKKKKK.pt`` = KKKKKK kimg rounded down); None for any other name."""
+    m = _SNAPSHOT_RE.match(Path(path).name)
+    if m is None:
         return None
-    return Path(max(cands, key=lambda c: (os.path.getmtime(c), c)))
+    return int(m.group(1)) * 1000 + int(m.group(2) or 0)
+
+
+def prune_snapshots(run_dir: Union[str, os.PathLike], keep: Optional[int],
+                    warn: Callable[[str], None] = _warn_stderr) -> List[Path]:
+    """Delete all but the ``keep`` newest numbered snapshots in ``run_dir`` (not its sub-directories;
+    ``checkpoint-latest.pt`` and any other file are never touched; ``keep=None`` keeps all). Newest =
+    most recently written (a run resumed from an older snapshot ranks its new snapshots above the
+    abandoned later ones), then the larger image count. Returns the deleted paths."""
+    if keep is None:
+        return []
+    if int(keep) < 0:
+        raise ValueError(f"keep must be >= 0 or None (all), got {keep!r}")
+    run_dir = Path(run_dir)
+    snaps = []
+    for p in run_dir.glob("checkpoint-*.pt"):
+        n = snapshot_nimg(p)
+        if n is None:
+            continue
+        try:
+            snaps.append((os.path.getmtime(p), n, p))
+        except OSError:
+            continue
+    snaps.sort(reverse=True)
+    removed = []
+    for _, _, p in snaps[int(keep):]:
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            warn(f"could not delete old snapshot {str(p)!r} (--keep {keep}): {e.strerror or e}")
+    return removed
+
+
+def copy_snapshot(latest: Union[str, os.PathLike], nimg: int, keep: Optional[int] = DEFAULT_KEEP,
+                  warn: Callable[[str], None] = _warn_stderr) -> Path:
+    """Copy the just-written ``latest`` checkpoint to the numbered snapshot
+    ``checkpoint-<snapshot_tag(nimg)>.pt`` beside it (through a temporary name), then
+    :func:`prune_snapshots` to ``keep``. Returns the numbered path.
+
+    A real copy, not a hard link: an in-place corruption of ``checkpoint-latest.pt`` (a truncating
+    copy tool, a disk error) must not take the newest numbered snapshot with it, which is what
+    ``--resume latest`` falls back to. Raises ``OSError`` (disk full, folder unwritable) with every
+    earlier file intact; nothing is pruned unless the new snapshot exists."""
+    latest = Path(latest)
+    dst = latest.with_name(f"checkpoint-{snapshot_tag(nimg)}.pt")
+    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(latest, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+    prune_snapshots(latest.parent, keep, warn=warn)
+    return dst

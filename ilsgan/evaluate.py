@@ -27,32 +27,28 @@ SEG_KEYS = ("iou", "dice", "dataset_iou", "miou", "pixel_acc")
 QUICK_ARGS = ("--pairs", "2000", "--unet-iters", "300", "--unet-base", "16", "--unet-batch", "16", "--self-train", "2")
 
 
-def load_generator_any(path: str, device="cpu"):
+def load_generator_any(path: str, device="cpu", trusted: bool = False):
     """G_ema from a training checkpoint (``ilsgan.checkpoints.load_generator``; a file or a run
-    directory), or a whole pickled ``nn.Module`` with the LayeredGenerator interface
-    (``torch.save(G, path)``, loaded with ``weights_only=False``: only for files you trust)."""
+    directory), read with ``weights_only=True``: no code from the file runs. With ``trusted=True``
+    (``--trust-pickle``) also a whole pickled ``nn.Module`` with the LayeredGenerator interface
+    (``torch.save(G, path)``): unpickling it runs whatever code the file names, so only for files you trust."""
     if not path or not os.path.exists(path):
         raise FileNotFoundError(f"--checkpoint {path}: file not found")
-    errors = []
+    from .checkpoints import CheckpointError, load_generator, load_pickled_module
     try:
-        from .checkpoints import load_generator
-    except ImportError as e:
-        errors.append(f"ilsgan.checkpoints unavailable ({e})")
-    else:
-        try:
-            return load_generator(path, device=device, which="G_ema")
-        except Exception as e:  # noqa: BLE001 - try the other format, then report both
-            errors.append(f"ilsgan.checkpoints.load_generator: {e}")
-    if os.path.isdir(path):
-        raise ValueError(f"--checkpoint {path}: {'; '.join(errors)}")
+        return load_generator(path, device=device, which="G_ema")
+    except Exception as e:  # noqa: BLE001 - a broken config inside a readable file also lands here
+        if not trusted or os.path.isdir(path):
+            raise ValueError(f"--checkpoint {path}: {e}") from e
+        first = e
     try:
-        obj = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        errors.append(f"torch.load: {e}")
-        obj = None
+        obj = load_pickled_module(path, map_location=device, trusted=True)
+    except CheckpointError as e:
+        raise ValueError(f"--checkpoint {path}: not a generator checkpoint ({first}; --trust-pickle: {e})") from e
     if isinstance(obj, torch.nn.Module) and hasattr(obj, "z_dim"):
         return obj.to(device).eval()
-    raise ValueError(f"--checkpoint {path}: not a generator checkpoint ({'; '.join(errors) or 'no generator inside'})")
+    raise ValueError(f"--checkpoint {path}: not a generator checkpoint ({first}; --trust-pickle: the pickle "
+                     f"holds a {type(obj).__name__}, not a generator module)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segmentation protocol (train a UNet on generated pairs, test on real images+masks), "
                     "direct mask statistics, FID/KID and MINE layer independence of a layered generator.")
     p.add_argument("--checkpoint", required=True, help="training checkpoint (G_ema is used)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also accept a whole pickled generator module (torch.save(G, path)); unpickling runs "
+                        "any code in the file, so only for files from a source you trust (training "
+                        "checkpoints never need it)")
     p.add_argument("--images", help="real test images: a folder/zip of images, or a folder with images/ and "
                                     "masks/ (then --masks may be omitted); needed for --protocol unet/both")
     p.add_argument("--masks", help="real test masks folder/zip: same names as --images, 0/255 PNG")
@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
         except InceptionError as e:
             raise SystemExit(f"error: {e}")
     try:
-        G = load_generator_any(args.checkpoint, args.device)
+        G = load_generator_any(args.checkpoint, args.device, trusted=args.trust_pickle)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     resolution = args.resolution or int(G.img_resolution)

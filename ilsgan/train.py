@@ -79,6 +79,18 @@ def _nonneg_int(name):
     return conv
 
 
+def _keep(s):
+    if s == "all":
+        return None
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--keep must be an integer >= 0 or 'all', got {s!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--keep must be >= 0 or 'all', got {s!r}")
+    return v
+
+
 def _resolution(s):
     try:
         v = int(s)
@@ -90,6 +102,7 @@ def _resolution(s):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .checkpoints import DEFAULT_KEEP
     from .networks import PRESETS
     p = argparse.ArgumentParser(
         prog="python -m ilsgan.train",
@@ -136,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", default=None,
                    help="continue from a checkpoint file, a run directory, or 'latest' (the newest checkpoint "
                         "under --outdir); the run continues exactly where it stopped")
+    g.add_argument("--keep", type=_keep, default=DEFAULT_KEEP, metavar="N",
+                   help="keep the N newest numbered snapshots checkpoint-KKKKKK.III.pt besides checkpoint-latest.pt "
+                        "(older ones are deleted after each successful snapshot); 'all' keeps every one")
     g.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE",
                    help="override any preset key (e.g. --cfg channel_base=1024 --cfg augment=None); repeatable")
     g = p.add_argument_group("losses")
@@ -185,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after training on built-in synthetic data, score the masks on its test split (written "
                         "to RUN/test-images) next to the classical baselines: one table, and RUN/eval.json "
                         "('auto'); other data: print the command that does it with your own masks")
+    g.add_argument("--dist-timeout", type=_positive_float("--dist-timeout"), default=600.0, metavar="SECONDS",
+                   help="torchrun runs: a process whose peers stay silent this long (one died or hangs) stops "
+                        "with an error instead of waiting forever; must exceed the time of one snapshot")
     return p
 
 
@@ -314,7 +333,7 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
     import torch
     from . import checkpoints as ck
     from .data import DatasetError, open_dataset
-    from .training import StopRequest, training_loop
+    from .training import RunAborted, StopRequest, training_loop
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -342,21 +361,14 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
     outdir = Path(args.outdir).expanduser()
     resume_path = None
     if args.resume is not None:
-        if args.resume == "latest":
-            resume_path = ck.find_latest(outdir)
-            if resume_path is None:
-                raise UsageError(f"--resume latest: no checkpoint-*.pt found under {str(outdir)!r}")
-        else:
-            resume_path = Path(args.resume).expanduser()
-            if resume_path.is_dir():
-                found = ck.find_latest(resume_path)
-                if found is None:
-                    raise UsageError(f"--resume: no checkpoint-*.pt in directory {str(resume_path)!r}")
-                resume_path = found
+        # a directory ('latest' = --outdir) resumes from its newest *readable* checkpoint, warning about
+        # any newer one it skips; a file is used as named. Both read with weights_only=True (no code runs).
         try:
-            saved = ck.load_checkpoint(resume_path)
+            saved = (ck.load_latest(outdir) if args.resume == "latest"
+                     else ck.load_checkpoint(Path(args.resume).expanduser()))
         except ck.CheckpointError as e:
-            raise UsageError(f"--resume: {e}")
+            raise UsageError(f"--resume {args.resume}: {e}")
+        resume_path = Path(saved["path"])
         saved_cfg = dict(saved["config"])
         if args.preset is None and not args.cfg and args.resolution is None:
             # continue with the checkpoint's config; explicit options change only what they name
@@ -413,9 +425,13 @@ def _run(args: argparse.Namespace, demo: bool) -> int:
         result = training_loop(cfg, run_dir, data=data, device=str(dev), impl=args.impl, seed=args.seed,
                                resume=resume_path, workers=args.workers, max_iters=args.max_iters, minutes=minutes,
                                progress=not args.no_progress, tensorboard=not args.no_tensorboard,
-                               nan_guard=args.nan_guard, stop=stop, dataset=dataset)
+                               nan_guard=args.nan_guard, stop=stop, dataset=dataset,
+                               keep=args.keep, dist_timeout=args.dist_timeout)
     except ck.CheckpointError as e:
         raise UsageError(f"--resume: {e}")
+    except RunAborted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted twice: exiting without a checkpoint", file=sys.stderr)
         return 130

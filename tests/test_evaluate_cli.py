@@ -17,6 +17,8 @@ from test_segmentation_protocol import write_pairs
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
+# the fixture's checkpoint is a whole pickled module: it loads only with the explicit opt-in
+TRUST = ["--trust-pickle"]
 QUICK = ["--pairs", "16", "--unet-iters", "3", "--unet-batch", "8", "--unet-base", "4", "--unet-resolution", "16",
          "--batch", "8"]
 
@@ -43,7 +45,7 @@ def test_evaluate_and_segment_end_to_end(setup, capsys):
     unet = tmp / "unet.pt"
     rep = evaluate.main(["--checkpoint", str(ckpt), "--images", str(images), "--masks", str(masks), "--fid",
                          "--inception", str(inc), "--fid-n", "12", "--mi", "--mi-iters", "3", "--mi-samples", "16",
-                         "--mi-hidden", "8", "--save-unet", str(unet), "--out", str(out), "--device", "cpu"] + QUICK)
+                         "--mi-hidden", "8", "--save-unet", str(unet), "--out", str(out), "--device", "cpu"] + QUICK + TRUST)
     saved = json.loads(out.read_text())
     for k in ("iou", "dice", "dataset_iou", "miou", "pixel_acc"):
         assert 0 <= saved[k] <= 1, k
@@ -63,7 +65,7 @@ def test_evaluate_and_segment_end_to_end(setup, capsys):
 
 def test_evaluate_direct_only(setup):
     tmp, ckpt, *_ = setup
-    rep = evaluate.main(["--checkpoint", str(ckpt), "--protocol", "direct", "--device", "cpu"] + QUICK)
+    rep = evaluate.main(["--checkpoint", str(ckpt), "--protocol", "direct", "--device", "cpu"] + QUICK + TRUST)
     assert rep["iou"] is None and 0 < rep["direct"]["soft_iou"] <= 1 and "unet" not in rep
 
 
@@ -81,7 +83,7 @@ def test_cli_errors_name_the_option(setup, capsys):
     (tmp / "empty_imgs").mkdir()
     for argv, opt in cases:
         with pytest.raises(SystemExit, match=opt):
-            evaluate.main(argv + QUICK)
+            evaluate.main(argv + QUICK + TRUST)
     with pytest.raises(SystemExit, match="--model"):
         segment.main(["--model", str(tmp / "none.pt"), "--images", str(images), "--out", str(tmp / "o")])
     (tmp / "empty").mkdir()

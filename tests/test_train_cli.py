@@ -59,8 +59,8 @@ def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
     rc, out, _ = run_cli(args, capsys)
     assert rc == 0, out
     run = tmp_path / "r"
-    for f in ("config.json", "log.jsonl", "reals.png", "grid-000000.png", "plot.png", "checkpoint-latest.pt",
-              "checkpoint-000000.pt"):
+    for f in ("config.json", "log.jsonl", "reals.png", "grid-000000.008.png", "plot.png", "checkpoint-latest.pt",
+              "checkpoint-000000.008.pt", "checkpoint-000000.012.pt"):  # snapshots at 8 and 12 images
         assert (run / f).exists(), f
     assert str(run) in out and "image grid" in out and "checkpoint" in out
     assert "modulated_conv2d" in out  # backend summary, one line per op

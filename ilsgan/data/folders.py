@@ -14,6 +14,7 @@ import io
 import os
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "DatasetError", "IMAGE_EXTS", "ImageSource", "ImageFolderDataset", "ImageMaskDataset",
-    "read_boxes", "parse_boxes", "square_box", "center_square", "to_rgb",
+    "read_boxes", "parse_boxes", "square_box", "center_square", "to_rgb", "ReadCounter",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -38,8 +39,42 @@ class DatasetError(ValueError):
     """
 
 
+# zlib.error: a zip member rewritten or truncated after the archive was indexed fails to inflate.
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, zipfile.BadZipFile,
-                  Image.DecompressionBombError, EOFError)
+                  Image.DecompressionBombError, EOFError, zlib.error)
+
+
+class ReadCounter:
+    """Image reads and failed reads of a dataset, summed over the main process and its DataLoader
+    workers (what the training loop needs to log skips and to stop when too many reads fail).
+
+    The counts live in a tensor in shared memory with one row per process (row 0 the main process,
+    then one per worker id), so workers' counts reach the main process without messages, and no
+    increment is lost to two processes updating the same cell (worker ids beyond 63 share rows)."""
+
+    ROWS = 64
+
+    def __init__(self):
+        self._t = torch.zeros(self.ROWS, 2, dtype=torch.int64)
+        try:
+            self._t.share_memory_()
+        except (RuntimeError, OSError):  # no shared memory: workers' counts then stay in the workers
+            pass
+
+    @classmethod
+    def _row(cls) -> int:
+        info = torch.utils.data.get_worker_info()
+        return 0 if info is None else 1 + info.id % (cls.ROWS - 1)
+
+    def add(self, reads: int = 0, failures: int = 0) -> None:
+        row = self._t[self._row()]
+        row[0] += reads
+        row[1] += failures
+
+    def totals(self) -> tuple[int, int]:
+        """``(reads, failures)`` over all processes so far."""
+        reads, failures = self._t.sum(0).tolist()
+        return int(reads), int(failures)
 
 
 class ImageSource:
@@ -228,7 +263,9 @@ class ImageFolderDataset(Dataset):
     of the folder / zip, or ``ARCHIVE.zip.boxes.txt`` beside a zip; see :func:`read_boxes`).
     Unreadable images are skipped with a warning and counted in ``num_skipped``: at open time
     (``verify="header"``: header check; ``"full"``: full decode; ``"none"``) and, should decoding still
-    fail later, at access time (the next readable image is returned instead).
+    fail later (a file deleted, truncated or rewritten after indexing), at access time: the next
+    readable image is returned instead and ``read_counter`` (:class:`ReadCounter`, which also sees
+    DataLoader workers) counts the attempt as a failure, so the training loop can log and bound them.
     """
 
     def __init__(self, path, resolution: int, *, crop: str = "center", boxes=None,
@@ -270,6 +307,7 @@ class ImageFolderDataset(Dataset):
         self.num_skipped = len(self.skipped)
         self.description = (f"{self.src.describe()}: {len(files)} images, crop={crop}, "
                             f"{self.resolution}px" + (f", {self.num_skipped} skipped" if self.num_skipped else ""))
+        self.read_counter = ReadCounter()
 
     def _load_boxes(self, boxes):
         if isinstance(boxes, dict):
@@ -314,9 +352,11 @@ class ImageFolderDataset(Dataset):
             i = (index + k) % n
             try:
                 img = self.load(i)
+                self.read_counter.add(reads=1)
                 break
             except _DECODE_ERRORS + (KeyError,) as e:
                 self.num_skipped += 1
+                self.read_counter.add(reads=1, failures=1)
                 warnings.warn(f"{self.src.describe()}: skipping unreadable image {self.files[i]}: {e}",
                               stacklevel=2)
         else:

@@ -6,18 +6,29 @@ full copy of G, D and G_ema, sees ``batch / K`` images per iteration, and after 
 gradients are averaged over ranks by one flattened ``all_reduce`` per phase (the scheme of NVlabs
 StyleGAN3; equivalent to ``DistributedDataParallel`` gradient averaging, but it also works for the
 phases that call ``G.layers`` and for R1's double backward, which DDP's reducer hooks do not support).
+
+No process waits forever for another: every collective has a timeout (``timeout_s``, the CLI's
+``--dist-timeout``, default :data:`DEFAULT_TIMEOUT_S`). A dead peer is noticed at once (its sockets
+close), a hung one after the timeout; the training loop then raises
+:class:`ilsgan.training.faults.PeerLost` and :func:`abort` drops the process group without a barrier.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, List
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_from_env", "sync_grads", "broadcast_module", "all_reduce_mean", "any_flag", "cleanup"]
+__all__ = ["DistInfo", "init_from_env", "sync_grads", "broadcast_module", "all_reduce_mean", "any_flag", "any_flags",
+           "cleanup", "abort", "DEFAULT_TIMEOUT_S"]
+
+# Longer than rank 0 takes for a snapshot (grid, plot, a paper128 checkpoint on a slow disk) while the
+# other ranks wait in the next collective; short enough that a hung peer does not hold a job for long.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -36,8 +47,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_from_env(device: str) -> DistInfo:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else single process."""
+def init_from_env(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistInfo:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else single process.
+    ``timeout_s`` bounds the rendezvous and every collective (a peer silent for longer is lost)."""
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -47,7 +61,7 @@ def init_from_env(device: str) -> DistInfo:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=float(timeout_s)))
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
 
 
@@ -93,6 +107,24 @@ def any_flag(flag: bool, world_size: int, device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def any_flags(flags: List[bool], world_size: int, device) -> List[bool]:
+    """:func:`any_flag` for several flags in one collective."""
+    if world_size <= 1:
+        return [bool(f) for f in flags]
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    dist.all_reduce(t)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+def abort() -> None:
+    """Leave the process group after a peer was lost: no barrier (it would wait for the lost peer)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - the group is broken already; exiting is what matters
+            pass
 
 
 def cleanup() -> None:

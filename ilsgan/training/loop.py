@@ -2,15 +2,27 @@
 lazy-regularization correction, G_ema, adaptive augmentation, NaN/Inf gradient guard, ticks (JSONL
 log, progress bar), snapshots (grids, plot, checkpoints), exact resume and clean stop on a signal.
 
+Faults (:mod:`ilsgan.training.faults`): a snapshot that cannot be written (disk full, folder made
+unwritable) is reported and training *goes on*: the previous checkpoints stay intact (every file is
+written beside them and renamed into place), the next snapshot tries again, and stopping would throw
+away for certain the progress made since the last good snapshot, while space is often freed meanwhile.
+Only when the final or the on-signal checkpoint fails does the run end with an error (:class:`RunAborted`)
+naming the newest checkpoint that is on disk. Image files that break under the run are skipped and
+logged (``Data/skipped``) until more than ``max_data_failures`` of the reads fail; a lost peer process
+ends every other one within ``dist_timeout`` seconds.
+
 Entry point: :func:`training_loop` (the CLI ``python -m ilsgan.train`` builds its arguments).
 """
 
 from __future__ import annotations
 
 import copy
+import errno
+import functools
 import math
 import os
 import random
+import re
 import sys
 import time
 import warnings
@@ -24,10 +36,12 @@ from .. import checkpoints as ck
 from ..losses.gan import ILSGANLoss, LossWeights
 from . import distributed as dd
 from .ema import ema_beta, update_ema
+from .faults import DEFAULT_MAX_DATA_FAILURES, DataFailureMonitor, PeerLost, RunAborted, is_comm_failure
 from .snapshot import fixed_latents, save_image_grid, save_layer_grid
 from .stats import JsonlLogger, StatsCollector, TensorBoardWriter, collapse_warning, plot_log
 
-__all__ = ["training_loop", "InfiniteSampler", "lazy_adam_params", "loss_weights_from_config", "StopRequest"]
+__all__ = ["training_loop", "InfiniteSampler", "lazy_adam_params", "loss_weights_from_config", "StopRequest",
+           "RunAborted"]
 
 
 class StopRequest:
@@ -122,6 +136,35 @@ def op_backends(device_type: str, impl: str) -> Dict[str, str]:
     return {op: d[device_type]["auto"] if impl == "auto" else impl for op, d in sorted(backend_info().items())}
 
 
+def _os_error(e: OSError) -> str:
+    """``ENOSPC: No space left on device`` style text of an OSError (its path is named by the caller)."""
+    code = errno.errorcode.get(e.errno, "") if e.errno is not None else ""
+    return f"{code + ': ' if code else ''}{e.strerror or e}"
+
+
+def _abort_on_lost_peer(fn):
+    """Turn a failed or timed-out collective of a multi-process run into :class:`PeerLost` with one clear
+    line (instead of a gloo traceback) and leave the process group without waiting for the lost peer."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg, run_dir, *args, **kwargs):
+        try:
+            return fn(cfg, run_dir, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - only collective failures are translated
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            if world <= 1 or not is_comm_failure(e):
+                raise
+            dd.abort()
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's "[/path/to/pair.cc:553] " source prefix
+            raise PeerLost(
+                f"process {os.environ.get('RANK', '?')} of {world} lost contact with the others ({first}); another "
+                f"process died or hung, so this one stops too. The checkpoints in {str(run_dir)!r} are intact: "
+                f"continue with --resume latest") from e
+    return wrapper
+
+
+@_abort_on_lost_peer
 def training_loop(
     cfg: Dict[str, Any],
     run_dir: str | os.PathLike,
@@ -140,21 +183,31 @@ def training_loop(
     dataset=None,
     log_fn: Callable[[str], None] = print,
     grid_samples: int = 24,
+    keep: Optional[int] = ck.DEFAULT_KEEP,
+    dist_timeout: float = dd.DEFAULT_TIMEOUT_S,
+    max_data_failures: float = DEFAULT_MAX_DATA_FAILURES,
 ) -> Dict[str, Any]:
     """Train ILSGAN with config ``cfg`` (a full preset dict, see :mod:`ilsgan.networks.presets`; keys
     used here besides the network ones: ``batch, kimg, snap_kimg, tick_kimg, G_lr, D_lr, betas, eps,
     D_reg_interval, G_reg_interval, ema_kimg, ema_rampup, augment, aug_p, ada_target, ada_interval,
     ada_kimg`` and the loss keys of :func:`loss_weights_from_config`).
 
-    Writes into ``run_dir``: ``config.json``, ``log.jsonl``, ``reals.png``, ``grid-KKKKKK.png``,
-    ``plot.png``, ``checkpoint-KKKKKK.pt`` and ``checkpoint-latest.pt`` (KKKKKK = kimg).
-    Stops after ``cfg["kimg"]`` kimg, after ``max_iters`` iterations in total, at the first tick after
-    ``minutes`` minutes of training in this call (a wall-clock budget: the run then ends as "done", with
-    a full snapshot), or when ``stop`` is requested (a checkpoint is saved in every case). Returns a summary dict
-    (``status`` "done"/"interrupted", ``cur_nimg``, ``iteration``, paths, last record).
+    Writes into ``run_dir``: ``config.json``, ``log.jsonl``, ``reals.png``, ``grid-KKKKKK.III.png``,
+    ``plot.png``, ``checkpoint-KKKKKK.III.pt`` and ``checkpoint-latest.pt`` (KKKKKK.III = kimg with the
+    images, :func:`ilsgan.checkpoints.snapshot_tag`); only the ``keep`` newest numbered checkpoints are
+    kept (None: all). Stops after ``cfg["kimg"]`` kimg, after ``max_iters`` iterations in total, at the
+    first tick after ``minutes`` minutes of training in this call (a wall-clock budget: the run then ends
+    as "done", with a full snapshot), or when ``stop`` is requested (a checkpoint is saved in every case). Returns a summary dict
+    (``status`` "done"/"interrupted", ``cur_nimg``, ``iteration``, paths, last record,
+    ``snapshot_errors``).
+
+    Raises :class:`RunAborted` when the run cannot go on: the final / on-signal checkpoint cannot be
+    written, more than ``max_data_failures`` of the image reads of a window fail (the progress is saved
+    to ``checkpoint-latest.pt`` first), or a peer process is lost (:class:`~ilsgan.training.faults.PeerLost`;
+    ``dist_timeout`` seconds bound every collective). See the module docstring.
     """
     from ..augment import AdaptiveAugment, AugmentPipe
-    from ..data import open_dataset
+    from ..data import DatasetError as DatasetErrorType, open_dataset
     from ..networks import build_networks, ema_kimg as cfg_ema_kimg
 
     if minutes is not None and not minutes > 0:
@@ -163,7 +216,7 @@ def training_loop(
         raise ValueError(f"nan_guard must be 'replace' or 'skip', got {nan_guard!r}")
     run_dir = Path(run_dir)
     device = torch.device(device)
-    dist_info = dd.init_from_env(str(device))
+    dist_info = dd.init_from_env(str(device), timeout_s=dist_timeout)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     world, rank = dist_info.world_size, dist_info.rank
@@ -195,6 +248,8 @@ def training_loop(
         raise DatasetError(f"dataset {data!r} is empty")
     if getattr(dataset, "num_skipped", 0):
         _log(f"warning: {dataset.num_skipped} unreadable image(s) skipped in {data!r}", dist_info, log_fn)
+    data_monitor = DataFailureMonitor(getattr(dataset, "read_counter", None), max_fraction=max_data_failures,
+                                      what=repr(str(data)))
 
     # ---- networks, augmentation, optimizers ----
     G, D = build_networks(cfg, resolution=res, impl=impl, device=device)
@@ -265,43 +320,66 @@ def training_loop(
     logger = tb = None
     grid_z = fixed_latents(grid_samples, G.z_dim, seed)
     if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        import json
-        with open(run_dir / "config.json", "w") as f:
-            json.dump({"config": ck._plain(cfg), "data": str(data), "device": str(device), "impl": impl,
-                       "op_backends": op_backends(device.type, impl),
-                       "seed": seed, "world_size": world, "resumed_from": ckpt["path"] if ckpt else None},
-                      f, indent=2)
-        logger = JsonlLogger(run_dir / "log.jsonl")
-        tb = TensorBoardWriter(run_dir / "tensorboard", enabled=tensorboard)
-        if not (run_dir / "reals.png").exists():
-            n = min(grid_samples, len(dataset))
-            reals = torch.stack([_image_of(dataset[i]) for i in range(n)])
-            save_image_grid(reals, run_dir / "reals.png", cols=12)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            import json
+            with open(run_dir / "config.json", "w") as f:
+                json.dump({"config": ck._plain(cfg), "data": str(data), "device": str(device), "impl": impl,
+                           "op_backends": op_backends(device.type, impl),
+                           "seed": seed, "world_size": world, "resumed_from": ckpt["path"] if ckpt else None},
+                          f, indent=2)
+            logger = JsonlLogger(run_dir / "log.jsonl")
+            tb = TensorBoardWriter(run_dir / "tensorboard", enabled=tensorboard)
+            if not (run_dir / "reals.png").exists():
+                n = min(grid_samples, len(dataset))
+                reals = torch.stack([_image_of(dataset[i]) for i in range(n)])
+                save_image_grid(reals, run_dir / "reals.png", cols=12)
+        except OSError as e:  # nothing trained yet: stopping loses nothing
+            raise RunAborted(f"cannot write the run directory {str(run_dir)!r} ({_os_error(e)}: "
+                             f"{getattr(e, 'filename', None) or run_dir})") from e
 
-    def save(tag: Optional[str]) -> Path:
+    snapshot_errors: list = []
+    saved_ok: Dict[str, Any] = {"path": ckpt["path"] if ckpt else None, "nimg": cur_nimg if ckpt else None}
+    warned: set = set()
+
+    def warn_once(kind: str, msg: str) -> None:
+        if kind not in warned:  # a full disk fails every write: one line per kind, not one per tick
+            warned.add(kind)
+            (pbar.write(msg) if pbar is not None else log_fn(msg))
+
+    def save(numbered: bool) -> Optional[Path]:
+        """Checkpoint-latest (and the numbered snapshot); None when it could not be written."""
         state = dict(config=cfg, G=G, D=D, G_ema=G_ema, G_opt=G_opt, D_opt=D_opt,
                      augment=ada.state_dict() if ada else ({"p": float(augment_pipe.p)} if augment_pipe else None),
                      rng=ck.capture_rng(),
                      counters={"cur_nimg": cur_nimg, "iteration": iteration, "nan_events": nan_events},
                      meta={"world_size": world, "data": str(data), "seed": seed, "impl": impl})
-        latest = ck.save_checkpoint(run_dir / "checkpoint-latest.pt", **state)
-        if tag is not None:
-            import shutil
-            dst = run_dir / f"checkpoint-{tag}.pt"
-            tmp = dst.with_name(dst.name + f".tmp-{os.getpid()}")
-            shutil.copyfile(latest, tmp)
-            os.replace(tmp, dst)
-            return dst
-        return latest
+        try:
+            latest = ck.save_checkpoint(run_dir / "checkpoint-latest.pt", **state)
+            saved_ok.update(path=str(latest), nimg=cur_nimg)
+            return ck.copy_snapshot(latest, cur_nimg, keep=keep, warn=log_fn) if numbered else latest
+        except OSError as e:
+            where = str(getattr(e, "filename", None) or run_dir).split(".tmp-")[0]  # the file meant, not its temp
+            kept = (f"the newest checkpoint on disk, {saved_ok['path']} ({saved_ok['nimg'] / 1000:.3f} kimg), is "
+                    f"intact" if saved_ok["path"] else "no earlier checkpoint of this run exists")
+            msg = (f"error: could not write the checkpoint at {cur_nimg / 1000:.3f} kimg ({_os_error(e)}: {where}); "
+                   f"{kept}" + ("; training goes on and tries again at the next snapshot" if numbered else ""))
+            snapshot_errors.append({"kimg": cur_nimg / 1000, "error": _os_error(e), "path": str(where)})
+            (pbar.write(msg) if pbar is not None else log_fn(msg))
+            return None
 
     def snapshot(final: bool) -> Dict[str, Path]:
         out = {}
         if not dist_info.is_main:
             return out
-        tag = f"{cur_nimg // 1000:06d}"
-        out["checkpoint"] = save(tag)
-        out["grid"] = save_layer_grid(G_ema, grid_z, run_dir / f"grid-{tag}.png", cols=12, device=device)
+        tag = ck.snapshot_tag(cur_nimg)
+        saved = save(numbered=True)
+        if saved is not None:
+            out["checkpoint"] = saved
+        try:
+            out["grid"] = save_layer_grid(G_ema, grid_z, run_dir / f"grid-{tag}.png", cols=12, device=device)
+        except OSError as e:
+            warn_once("grid", f"warning: could not write grid-{tag}.png ({_os_error(e)}); training goes on")
         try:
             p = plot_log(run_dir / "log.jsonl", run_dir / "plot.png")
             if p:
@@ -309,6 +387,20 @@ def training_loop(
         except Exception as e:  # noqa: BLE001 - a plotting problem must not kill training
             log_fn(f"warning: could not draw plot.png ({type(e).__name__}: {e})")
         return out
+
+    def must_save(why: str) -> Dict[str, Path]:
+        """The checkpoint at the end of the run or on a signal: if it cannot be written the progress
+        since the last snapshot is lost, so the run ends with an error that says what is on disk."""
+        saved = save(numbered=False)
+        if saved is None:
+            kept = (f"the newest checkpoint on disk is {saved_ok['path']} ({saved_ok['nimg'] / 1000:.3f} kimg)"
+                    if saved_ok["path"] else "no checkpoint of this run is on disk")
+            err = snapshot_errors[-1]
+            if dist_info.enabled:
+                dd.cleanup()  # the other ranks are already waiting in the end-of-run barrier
+            raise RunAborted(f"{why} at {cur_nimg / 1000:.3f} kimg, but its checkpoint could not be written "
+                             f"({err['error']}: {err['path']}); {kept}")
+        return {"checkpoint": saved}
 
     # ---- main loop ----
     collector = StatsCollector()
@@ -334,7 +426,10 @@ def training_loop(
 
     done = cur_nimg >= total_nimg or (max_iters is not None and iteration >= max_iters)
     while not done:
-        images = next(data_iter)
+        try:
+            images = next(data_iter)
+        except DatasetErrorType as e:
+            raise RunAborted(f"--data: {e}") from e
         images = _image_of(images).to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
 
         phases = [("Gmain", G, G_opt, 1)]
@@ -370,7 +465,17 @@ def training_loop(
         if pbar is not None:
             pbar.update(min(batch, max(0, total_nimg - pbar.n)))
 
-        stop_now = dd.any_flag(stop.requested, world, device) if world > 1 else stop.requested
+        data_trouble = data_monitor.check()
+        stop_now, data_bad = dd.any_flags([stop.requested, data_trouble is not None], world, device)
+        if data_bad:
+            # the weights are consistent at this iteration boundary: save them, then stop
+            if dist_info.is_main:
+                must_save("stopped because the training images fail to load")
+            if dist_info.enabled:
+                dd.cleanup()
+            raise RunAborted(f"--data: {data_trouble or 'another process found too many unreadable images'}; "
+                             f"progress saved to {run_dir / 'checkpoint-latest.pt'}: fix the data, then "
+                             f"continue with --resume latest")
         done = cur_nimg >= total_nimg or (max_iters is not None and iteration >= max_iters)
         if cur_nimg >= next_tick or done or stop_now:
             rec = collector.reduce(world)
@@ -388,12 +493,21 @@ def training_loop(
                    "Timing/sec_per_iter": dt / max(dn / batch, 1e-9), "Timing/total_sec": now - t_start,
                    "Guard/nan_events_G": nan_events["G"], "Guard/nan_events_D": nan_events["D"],
                    **rec, "Progress/time": now}
+            if data_monitor.counter is not None:
+                skipped = torch.tensor([float(data_monitor.totals()[1])], device=device)
+                rec["Data/skipped"] = int(dd.all_reduce_mean(skipped, world).item() * world)
+            if snapshot_errors:
+                rec["Snapshot/failed"] = len(snapshot_errors)
             warn = collapse_warning(rec)
             if warn:
                 rec["warning"] = warn
             if dist_info.is_main:
-                logger.write(rec)
-                tb.write(rec, cur_nimg / 1000)
+                try:
+                    logger.write(rec)
+                    tb.write(rec, cur_nimg / 1000)
+                except OSError as e:  # a full disk must not end the run; the checkpoints report it too
+                    warn_once("log", f"warning: could not write log.jsonl / TensorBoard ({_os_error(e)}); "
+                                     f"training goes on")
                 if warn:
                     msg = f"warning at {cur_nimg / 1000:.2f} kimg: {warn}"
                     (pbar.write(msg) if pbar is not None else log_fn(msg))
@@ -415,7 +529,7 @@ def training_loop(
         if stop_now:
             status = "interrupted"
             if dist_info.is_main:
-                last_snap = {"checkpoint": save(None)}
+                last_snap = must_save(f"stopped by signal {stop.signum}")
             break
         if cur_nimg >= next_snap or done:
             last_snap = snapshot(final=done)
@@ -423,8 +537,9 @@ def training_loop(
 
     if pbar is not None:
         pbar.close()
-    if done and not last_snap and dist_info.is_main and cur_nimg == start_nimg:
-        last_snap = {"checkpoint": save(None)}  # nothing to do (already finished): still report a checkpoint
+    if done and dist_info.is_main and "checkpoint" not in last_snap:
+        # the final snapshot failed (or there was nothing to do): the end state must reach the disk
+        last_snap = {**last_snap, **must_save("training finished")}
     if logger is not None:
         logger.close()
     if tb is not None:
@@ -432,6 +547,7 @@ def training_loop(
     return {"status": status, "budget_hit": budget_hit, "signal": stop.signum, "cur_nimg": cur_nimg, "iteration": iteration,
             "run_dir": str(run_dir), "last_record": last_record, "snapshot": {k: str(v) for k, v in last_snap.items()},
             "nan_events": nan_events, "dist": dist_info, "seconds": time.time() - t_start,
+            "snapshot_errors": snapshot_errors,
             "tensorboard_error": tb.error if tb is not None else None}
 
 

@@ -71,6 +71,13 @@ def save_layer_grid(G, z: torch.Tensor, path: Path, cols: int = 12, device="cpu"
 def _save(canvas: np.ndarray, path: Path) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(canvas).save(tmp)
-    tmp.replace(path)
+    try:
+        Image.fromarray(canvas).save(tmp)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():  # a failed write (disk full) leaves no partial file behind
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
     return path

@@ -139,10 +139,11 @@ def plot_log(log_path: Path, out_path: Path) -> Optional[Path]:
     records = [r for r in records if "Progress/kimg" in r]
     if not records:
         return None
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    # a bare Figure (Agg canvas), not pyplot: no global figure registry and no GUI backend state kept
+    # between snapshots, so a long run's memory does not creep up with every plot
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(15, 8))
+    axes = fig.subplots(2, 3)
     x = [r["Progress/kimg"] for r in records]
     for ax, (title, keys) in zip(axes.flat, _PANELS):
         for k in keys:
@@ -155,9 +156,16 @@ def plot_log(log_path: Path, out_path: Path) -> Optional[Path]:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.tight_layout()
     tmp = Path(out_path).with_name(Path(out_path).name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(out_path)
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=80)
+        tmp.replace(out_path)
+    finally:
+        fig.clear()
+        if tmp.exists():  # a failed save (disk full) leaves no partial file behind
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
     return Path(out_path)
