@@ -80,15 +80,7 @@ def _nonneg_int(name):
 
 
 def _keep(s):
-    if s == "all":
-        return None
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--keep must be an integer >= 0 or 'all', got {s!r}")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"--keep must be >= 0 or 'all', got {s!r}")
-    return v
+    return None if s == "all" else _nonneg_int("--keep (or 'all')")(s)
 
 
 def _resolution(s):
