@@ -24,7 +24,8 @@ SEG_KEYS = ("iou", "dice", "dataset_iou", "miou", "pixel_acc")
 
 # A quick look (about a minute on a 2-core CPU at 32 px): what `python -m ilsgan.train` runs after the
 # demo. The paper's protocol (10k pairs, a 64-wide UNet, 6000 iterations) is the default of each option.
-QUICK_ARGS = ("--pairs", "2000", "--unet-iters", "300", "--unet-base", "16", "--unet-batch", "16", "--self-train", "2")
+QUICK_ARGS = ("--pairs", "2000", "--unet-iters", "300", "--unet-base", "16", "--unet-batch", "16",
+              "--unet-augment", "strong", "--pair-shift", "train", "--self-train", "2")
 
 
 def load_generator_any(path: str, device="cpu", trusted: bool = False):
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet-augment", choices=("colour", "strong"), default="colour",
                    help="UNet training augmentation: 'colour' (the paper's colour transforms) or 'strong' (also "
                         "flips, zoom, blur and pixel noise)")
+    p.add_argument("--pair-shift", default="0",
+                   help="draw the generated pairs for the transfer UNet from the perturbed composition: "
+                        "foreground and mask moved by up to this fraction of the width; 'train' = the "
+                        "checkpoint's training shift (shift_max); 0 = plain composites, as the paper")
     p.add_argument("--self-train", type=int, default=0,
                    help="rounds of self-training on unlabeled real training images (0 = the paper's protocol "
                         "only; the paper's result is always reported too)")
@@ -182,6 +187,7 @@ def print_table(report: dict, file=None) -> None:
 
 
 PAPER_ROW = "ILSGAN (paper protocol)"
+TRANSFER_ROW = "ILSGAN + transfer (aug., pairs)"
 SELF_TRAINED_ROW = "ILSGAN + self-training"
 
 
@@ -191,6 +197,8 @@ def comparison(report: dict) -> str:
     from .segmentation import comparison_table
 
     results = {PAPER_ROW: {k: report[k] for k in SEG_KEYS}}
+    if report.get("transfer"):
+        results[TRANSFER_ROW] = {k: report["transfer"][k] for k in SEG_KEYS}
     if report.get("self_trained"):
         results[SELF_TRAINED_ROW] = report["self_trained"]
     results.update(report.get("baselines") or {})
@@ -198,11 +206,29 @@ def comparison(report: dict) -> str:
     return comparison_table(results, title=f"masks on {n} real test images" if n else None)
 
 
+def _pair_shift(value: str, G) -> float:
+    if value == "train":
+        cfg = getattr(G, "ilsgan_config", None) or {}
+        if "shift_max" not in cfg:
+            raise SystemExit("error: --pair-shift train: the checkpoint does not record its training shift; "
+                             "pass a number")
+        return float(cfg["shift_max"])
+    try:
+        shift = float(value)
+    except ValueError:
+        raise SystemExit(f"error: --pair-shift must be a number in [0, 1] or 'train', got {value!r}")
+    if not 0 <= shift <= 1:
+        raise SystemExit(f"error: --pair-shift must be in [0, 1] (a fraction of the width), got {value}")
+    return shift
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     from .segmentation import ProtocolConfig, baseline_metrics, open_test_set, run_protocol, save_unet
 
     t0 = time.time()
+    if not 0.5 <= args.self_train_confidence < 1:
+        raise SystemExit(f"error: --self-train-confidence must be in [0.5, 1), got {args.self_train_confidence}")
     need_real = args.protocol in ("unet", "both")
     if need_real and not args.images:
         raise SystemExit("error: --images (and --masks) are required for --protocol unet/both "
@@ -225,6 +251,7 @@ def main(argv=None) -> dict:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     resolution = args.resolution or int(G.img_resolution)
+    pair_shift = _pair_shift(args.pair_shift, G)
     report: dict = {"checkpoint": os.path.abspath(args.checkpoint), "protocol": args.protocol,
                     "resolution": resolution, "generator_resolution": int(G.img_resolution),
                     "unet_resolution": args.unet_resolution, "pairs": args.pairs, "unet_iters": args.unet_iters,
@@ -239,7 +266,8 @@ def main(argv=None) -> dict:
 
     cfg = ProtocolConfig(pairs=args.pairs, unet_iters=args.unet_iters, batch=args.unet_batch,
                          unet_resolution=args.unet_resolution, unet_base=args.unet_base, gen_batch=args.batch,
-                         seed=args.seed, augment=args.unet_augment, self_train=args.self_train,
+                         seed=args.seed, augment=args.unet_augment, pair_shift=pair_shift,
+                         self_train=args.self_train,
                          self_train_images=args.self_train_images,
                          self_train_confidence=args.self_train_confidence)
     try:
@@ -261,6 +289,11 @@ def main(argv=None) -> dict:
         report.update({k: metrics[k] for k in SEG_KEYS})
         report.update({"fg_iou": metrics["fg_iou"], "bg_iou": metrics["bg_iou"], "n_test": metrics["n_images"]})
         model = res["model"]
+        if "transfer_metrics" in res:
+            report["transfer"] = {k: res["transfer_metrics"][k] for k in SEG_KEYS}
+            report["transfer"].update(val_iou=res["transfer_info"]["val_iou"], augment=cfg.augment,
+                                      pair_shift=cfg.pair_shift)
+            model = res["transfer_model"]
         if cfg.self_train:
             report["self_trained"] = {k: res["self_trained_metrics"][k] for k in SEG_KEYS}
             report["self_train_rounds"] = [{k: r[k] for k in ("round", "val_iou", "labelled_fraction",

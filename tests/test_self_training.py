@@ -92,6 +92,38 @@ def test_self_train_rounds_and_protocol_reports():
         run_protocol(G, test, cfg, protocol="unet")
 
 
+def test_shifted_pairs_move_foreground_and_mask_together():
+    G = FakeLayeredGenerator(img_resolution=16, sharpness=1e4)  # a hard mask: no blended edge pixels
+    plain, plain_m = generate_pairs(G, 40, seed=3, with_stats=False)
+    again, again_m = generate_pairs(G, 40, seed=3, with_stats=False, shift=0.0)
+    assert torch.equal(plain, again) and torch.equal(plain_m, again_m)  # shift 0 = the paper's pairs
+    moved, moved_m = generate_pairs(G, 40, batch=40, seed=3, with_stats=False, shift=0.25)
+    assert not torch.equal(moved_m, plain_m)
+    # every pair stays a valid (image, mask): inside the mask the image is the flat foreground colour
+    z = torch.randn(40, G.z_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fg = ((G(z)["fg"][:, :, 0, 0].clamp(-1, 1) + 1) * 127.5).round()
+    inside = moved_m.expand(-1, 3, -1, -1)
+    diff = (moved.float() - fg[:, :, None, None]).abs()[inside]
+    assert inside.any() and diff.max() <= 1, float(diff.max())
+    with pytest.raises(ValueError, match="--pair-shift"):
+        generate_pairs(G, 4, shift=1.5)
+
+
+def test_paper_protocol_is_kept_beside_the_transfer_unet():
+    G = FakeLayeredGenerator(img_resolution=16)
+    real, real_masks = generate_pairs(G, 12, seed=5, with_stats=False)
+    test = [(real[i], real_masks[i]) for i in range(real.shape[0])]
+    cfg = ProtocolConfig(**{**TINY, "augment": "strong", "pair_shift": 0.125})
+    res = run_protocol(G, test, cfg, protocol="unet")
+    assert res["unet_info"]["config"]["augment"] == "colour" and res["unet_info"]["config"]["pair_shift"] == 0
+    assert res["transfer_info"]["config"]["augment"] == "strong" and res["transfer_model"] is not res["model"]
+    assert set(res["transfer_metrics"]) >= {"iou", "dice"}
+    paper_only = run_protocol(G, test, ProtocolConfig(**TINY), protocol="unet")
+    assert "transfer_metrics" not in paper_only
+    assert paper_only["metrics"]["iou"] == pytest.approx(res["metrics"]["iou"])  # same paper UNet either way
+
+
 def test_realism_score_separates_only_what_differs():
     g = torch.Generator().manual_seed(0)
     dark = torch.randint(0, 100, (64, 3, 16, 16), generator=g, dtype=torch.uint8)
@@ -138,3 +170,22 @@ def test_evaluate_cli_self_training_and_baselines(tmp_path, capsys):
     assert set(saved["baselines"]) == set(BASELINES) and 0 <= saved["fidelity"]["accuracy"] <= 1
     text = capsys.readouterr().out
     assert evaluate.PAPER_ROW in text and evaluate.SELF_TRAINED_ROW in text and "IoU vs" in text
+
+
+def test_evaluate_cli_transfer_row_and_pair_shift(tmp_path, capsys):
+    G = FakeLayeredGenerator(img_resolution=16)
+    ckpt = tmp_path / "G.pkl"
+    torch.save(G, ckpt)
+    images, masks = write_pairs(G, tmp_path / "real", 6)
+    argv = ["--checkpoint", str(ckpt), "--images", str(images), "--masks", str(masks), "--trust-pickle",
+            "--pairs", "16", "--unet-iters", "3", "--unet-batch", "8", "--unet-base", "4", "--unet-resolution", "16",
+            "--batch", "8", "--device", "cpu", "--unet-augment", "strong"]
+    with pytest.raises(SystemExit, match="does not record its training shift"):
+        evaluate.main(argv + ["--pair-shift", "train"])  # a pickled module has no training config
+    for bad in ("2", "-0.1", "wide"):
+        with pytest.raises(SystemExit, match="--pair-shift"):
+            evaluate.main(argv + ["--pair-shift", bad])
+    rep = evaluate.main(argv + ["--pair-shift", "0.25"])
+    assert rep["transfer"]["pair_shift"] == 0.25 and rep["transfer"]["augment"] == "strong"
+    text = capsys.readouterr().out
+    assert evaluate.PAPER_ROW in text and evaluate.TRANSFER_ROW in text

@@ -36,7 +36,8 @@ from ..metrics.segmentation import SegmentationMeter
 from .unet import UNet
 
 __all__ = [
-    "ProtocolConfig", "colour_augment", "strong_augment", "generate_pairs", "direct_stats", "colour_agreement",
+    "ProtocolConfig", "departs_from_paper", "colour_augment", "strong_augment", "generate_pairs", "direct_stats",
+    "colour_agreement",
     "train_unet", "pseudo_labels", "self_train",
     "predict_logits", "predict_masks", "evaluate_model", "save_unet", "load_unet", "open_test_set",
     "run_protocol", "sample_images",
@@ -62,8 +63,12 @@ class ProtocolConfig:
     # adds to the colour transforms a horizontal flip, a random zoom/shift (targets follow), blur and
     # pixel noise: the generator's images are smoother and cleaner than real ones, and a UNet that
     # has only seen them reads texture and noise as "object". ``self_train`` rounds of pseudo-labelling
-    # the unlabeled real *training* images (see :func:`self_train`).
+    # the unlabeled real *training* images (see :func:`self_train`). ``pair_shift`` > 0 draws the pairs
+    # from the perturbed composition the discriminator was trained on (foreground layer and mask moved
+    # by up to ``pair_shift`` of the width, background still): objects then sit at as many places in
+    # the pairs as the discriminator accepted, not only where G_ema draws them unshifted.
     augment: str = "colour"
+    pair_shift: float = 0.0
     self_train: int = 0
     self_train_images: int = 2000
     self_train_confidence: float = 0.9
@@ -136,11 +141,20 @@ def _progress(it, **kw):
 
 
 @torch.no_grad()
-def generate_pairs(G, n: int, batch: int = 32, device="cpu", seed: int = 0, with_stats: bool = True):
+def generate_pairs(G, n: int, batch: int = 32, device="cpu", seed: int = 0, with_stats: bool = True,
+                   shift: float = 0.0):
     """``n`` pairs from a layered generator: images uint8 ``[n,3,R,R]``, masks bool ``[n,1,R,R]``
-    (generator mask > 0.5), and (``with_stats``) the direct-protocol statistics (:func:`direct_stats`)."""
+    (generator mask > 0.5), and (``with_stats``) the direct-protocol statistics (:func:`direct_stats`).
+
+    ``shift`` > 0: each pair is a perturbed composite, as in training (foreground and mask moved by
+    ``round(u * shift * R)`` pixels, ``u ~ U[-1, 1]^2``, background still), with its moved mask;
+    0 = the plain composite (the paper)."""
     if n < 1:
         raise ValueError(f"generate_pairs: n (--pairs) must be >= 1, got {n}")
+    if not 0 <= shift <= 1:
+        raise ValueError(f"generate_pairs: shift (--pair-shift) must be in [0, 1], got {shift}")
+    from ..losses.gan import random_shift
+    from ..ops import composite
     g = torch.Generator().manual_seed(seed)
     imgs, masks = [], []
     inter = union = 0.0
@@ -149,7 +163,12 @@ def generate_pairs(G, n: int, batch: int = 32, device="cpu", seed: int = 0, with
         k = min(batch, n - i)
         z = torch.randn(k, G.z_dim, generator=g).to(device)
         out = G(z, truncation_psi=1.0, noise_mode="const", return_layers=True)
-        x, m = out["composite"].float(), out["mask"].float()
+        if shift > 0:
+            offsets = random_shift(k, out["fg"].shape[-1], shift, "cpu", generator=g).to(device)
+            x, m = composite(out["fg"], out["bg"], out["mask"], shift=offsets)
+            x, m = x.float(), m.float()
+        else:
+            x, m = out["composite"].float(), out["mask"].float()
         hard = m > 0.5
         imgs.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
         masks.append(hard.cpu())
@@ -509,6 +528,11 @@ def evaluate_model(model, dataset, unet_resolution: int, batch: int = 64, device
     return meter.compute()
 
 
+def departs_from_paper(cfg: ProtocolConfig) -> bool:
+    """Whether ``cfg`` trains the segmenter differently from the paper (augmentation or pair shift)."""
+    return cfg.augment != "colour" or cfg.pair_shift > 0
+
+
 def run_protocol(G, test_dataset=None, cfg: ProtocolConfig | None = None, device="cpu",
                  protocol: str = "unet", real_images: torch.Tensor | None = None) -> dict:
     """Full protocol on a layered generator. ``protocol``: "unet", "direct" or "both".
@@ -517,16 +541,20 @@ def run_protocol(G, test_dataset=None, cfg: ProtocolConfig | None = None, device
     ``cfg.self_train > 0``; they also give the realism score (``fidelity``, see
     :func:`ilsgan.metrics.real_vs_generated_accuracy`), which compares them with generated composites.
 
-    Returns a dict with ``direct`` (statistics of the generator's own masks), ``unet_info`` and
-    ``model`` (the UNet trained on generated pairs with ``cfg``'s augmentation: with ``"colour"`` this
-    is exactly the paper's protocol), ``metrics`` (that UNet on ``test_dataset``), and with
-    self-training ``self_train_info`` (one dict per round), ``self_trained_model`` and
-    ``self_trained_metrics``; ``fidelity`` when ``real_images`` are given."""
+    The paper's protocol always runs: ``direct`` (statistics of the generator's own masks),
+    ``unet_info``, ``model`` and ``metrics`` (on ``test_dataset``) come from a UNet trained on plain
+    pairs with the colour augmentation, whatever ``cfg.augment`` and ``cfg.pair_shift`` say. When they
+    depart from it (:func:`departs_from_paper`), a second UNet is trained with them: ``transfer_info``,
+    ``transfer_model``, ``transfer_metrics``. Self-training starts from that second UNet when there is
+    one (else from the paper's): ``self_train_info`` (one dict per round), ``self_trained_model``,
+    ``self_trained_metrics``. ``fidelity`` when ``real_images`` are given."""
     if protocol not in ("unet", "direct", "both"):
         raise ValueError(f"protocol (--protocol) must be unet, direct or both, got {protocol!r}")
     cfg = cfg or ProtocolConfig()
     if cfg.self_train < 0:
         raise ValueError(f"self_train (--self-train) must be >= 0, got {cfg.self_train}")
+    if not 0 <= cfg.pair_shift <= 1:
+        raise ValueError(f"pair_shift (--pair-shift) must be in [0, 1], got {cfg.pair_shift}")
     if cfg.self_train and protocol != "direct" and real_images is None:
         raise ValueError("self-training (--self-train > 0) needs the unlabeled real training images")
     images, masks, stats = generate_pairs(G, cfg.pairs, cfg.gen_batch, device, cfg.seed)
@@ -537,18 +565,28 @@ def run_protocol(G, test_dataset=None, cfg: ProtocolConfig | None = None, device
             real_images = ((_resize_images(_to_unit(real_images), images.shape[-1]) + 1) * 127.5).round().clamp(
                 0, 255).to(torch.uint8)
         res["fidelity"] = real_vs_generated_accuracy(real_images, images, seed=cfg.seed, device=device)
-    if protocol in ("unet", "both"):
+    if protocol not in ("unet", "both"):
+        return res
+
+    def test(model):
+        return evaluate_model(model, test_dataset, cfg.unet_resolution, cfg.batch, device)
+
+    model, info = train_unet(images, masks, replace(cfg, augment="colour", pair_shift=0.0), device)
+    res.update(unet_info=info, model=model)
+    res["direct"]["unet_val_iou"] = info["val_iou"]
+    if test_dataset is not None:
+        res["metrics"] = test(model)
+    if departs_from_paper(cfg):
+        if cfg.pair_shift > 0:
+            images, masks = generate_pairs(G, cfg.pairs, cfg.gen_batch, device, cfg.seed, with_stats=False,
+                                           shift=cfg.pair_shift)
         model, info = train_unet(images, masks, cfg, device)
-        res["unet_info"] = info
-        res["model"] = model
-        res["direct"]["unet_val_iou"] = info["val_iou"]
+        res.update(transfer_info=info, transfer_model=model)
         if test_dataset is not None:
-            res["metrics"] = evaluate_model(model, test_dataset, cfg.unet_resolution, cfg.batch, device)
-        if cfg.self_train:
-            st_model, rounds = self_train(model, images, masks, real_images, cfg, device)
-            res["self_train_info"] = rounds
-            res["self_trained_model"] = st_model
-            if test_dataset is not None:
-                res["self_trained_metrics"] = evaluate_model(st_model, test_dataset, cfg.unet_resolution, cfg.batch,
-                                                             device)
+            res["transfer_metrics"] = test(model)
+    if cfg.self_train:
+        st_model, rounds = self_train(model, images, masks, real_images, cfg, device)
+        res.update(self_train_info=rounds, self_trained_model=st_model)
+        if test_dataset is not None:
+            res["self_trained_metrics"] = test(st_model)
     return res
