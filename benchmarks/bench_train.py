@@ -36,29 +36,30 @@ def _sync():
 
 
 class TrainStep:
-    """The loop's phases (same loss code as ``training_loop``) on fixed-size random data."""
+    """The loop's phases (same loss code as :func:`ilsgan.training.train`) on fixed-size random data."""
 
     def __init__(self, preset: str, impl: str, batch: int = BATCH, resolution=None, device=DEVICE):
         from ilsgan.augment import AugmentPipe
+        from ilsgan.config import get_preset
         from ilsgan.losses.gan import ILSGANLoss
-        from ilsgan.networks import build_networks, get_preset
-        from ilsgan.training import lazy_adam_params, loss_weights_from_config
-        cfg = get_preset(preset)
-        cfg["batch"] = batch
+        from ilsgan.networks import build_networks
+        from ilsgan.training import lazy_adam_params
+        cfg = get_preset(preset).replace(batch=batch)
         if resolution:
-            cfg["resolution"] = resolution
+            cfg = cfg.replace(resolution=resolution)
         torch.manual_seed(0)
         self.cfg = cfg
         self.G, self.D = build_networks(cfg, impl=impl, device=device)
         self.G.requires_grad_(False)
         self.D.requires_grad_(False)
-        pipe = AugmentPipe(cfg["augment"], p=0.0, impl=impl).to(device) if cfg.get("augment") else None
-        self.loss = ILSGANLoss(self.G, self.D, pipe, loss_weights_from_config(cfg), impl=impl)
-        glr, gb = lazy_adam_params(cfg["G_lr"], cfg["betas"], cfg.get("G_reg_interval"))
-        dlr, db = lazy_adam_params(cfg["D_lr"], cfg["betas"], cfg.get("D_reg_interval"))
+        aug, opt = cfg.augment, cfg.optim
+        pipe = AugmentPipe(aug.aug_pipe, p=0.0, impl=impl).to(device) if aug.aug == "ada" else None
+        self.loss = ILSGANLoss(self.G, self.D, pipe, cfg.loss, r1_gamma=cfg.r1_weight(), impl=impl)
+        glr, gb = lazy_adam_params(opt.glr, opt.betas, opt.G_reg_interval)
+        dlr, db = lazy_adam_params(opt.dlr, opt.betas, opt.D_reg_interval)
         self.G_opt = torch.optim.Adam(self.G.parameters(), lr=glr, betas=gb)
         self.D_opt = torch.optim.Adam(self.D.parameters(), lr=dlr, betas=db)
-        r = cfg["resolution"]
+        r = cfg.network.resolution
         self.real = (torch.rand(batch, 3, r, r, device=device) * 2 - 1)
         self.batch = batch
         self.device = device
@@ -95,8 +96,8 @@ def _step(preset, impl):
 
 
 def _res(preset):
-    from ilsgan.networks import get_preset
-    return get_preset(preset)["resolution"]
+    from ilsgan.config import get_preset
+    return get_preset(preset).network.resolution
 
 
 @pytest.mark.parametrize("impl", IMPLS)

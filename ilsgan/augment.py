@@ -1,4 +1,4 @@
-"""Differentiable adaptive augmentation (StyleGAN2-ADA, pipeline "bgc"; ILSGAN.md §7).
+"""Differentiable adaptive augmentation (StyleGAN2-ADA, pipeline "bgc").
 
 :class:`AugmentPipe` applies, each with probability ``p`` per sample, in this order:
 

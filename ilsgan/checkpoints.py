@@ -3,9 +3,9 @@
 Format (a ``torch.save`` dict, readable with ``torch.load(path, weights_only=True)``)::
 
     {
-      "format": "ilsgan-checkpoint", "version": 1,
-      "config":   dict   # the full training config (preset keys of ilsgan.networks.presets, with
-                         # "resolution", "batch" and every loss weight resolved) -> rebuilds the networks
+      "format": "ilsgan-checkpoint", "version": 2,
+      "config":   dict   # TrainConfig.to_dict(): {"preset": str, "network": {...}, "optim": {...}, ...}
+                         # (ilsgan.config) -> rebuilds the networks
       "G", "D", "G_ema": state_dicts (float32, CPU tensors)
       "G_opt", "D_opt":  Adam state_dicts (or absent in a generator-only export)
       "augment":  AdaptiveAugment.state_dict() (or None when augmentation is off)
@@ -17,6 +17,10 @@ Format (a ``torch.save`` dict, readable with ``torch.load(path, weights_only=Tru
 
 Saving writes ``PATH.tmp-<pid>``, syncs it to disk, then ``os.replace`` s it onto ``PATH``: a full
 disk, an unwritable folder or a kill in the middle leaves the previous ``PATH`` whole.
+
+:func:`load_checkpoint` returns the config as a :class:`~ilsgan.config.TrainConfig`. Version-1
+checkpoints (a flat dict of preset keys, some under earlier names) are read by mapping those names
+(:func:`config_from_v1`); one whose config cannot be mapped fails with a message that says so.
 
 Loading never runs code from the file: every reader here uses ``torch.load(weights_only=True)``, which
 builds only tensors and plain containers and refuses any other Python global. A whole pickled module
@@ -32,6 +36,7 @@ else the newest ``checkpoint-*.pt`` under ``outdir`` (searched recursively one l
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import random
@@ -45,23 +50,15 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .config import DEFAULT_KEEP, PRESETS, ConfigError, SessionConfig, TrainConfig
+
 __all__ = ["save_checkpoint", "load_checkpoint", "load_generator", "find_latest", "capture_rng", "restore_rng",
-           "check_config_compatible", "CheckpointError", "FORMAT", "VERSION", "ARCH_KEYS", "load_latest",
+           "check_config_compatible", "CheckpointError", "FORMAT", "VERSION", "config_from_v1", "load_latest",
            "list_checkpoints", "load_pickled_module", "snapshot_tag", "snapshot_nimg", "copy_snapshot",
            "prune_snapshots", "UNTRUSTED_HINT", "DEFAULT_KEEP"]
 
 FORMAT = "ilsgan-checkpoint"
-VERSION = 1
-
-# Config keys that define the network architecture (a resume with other values cannot load the weights).
-ARCH_KEYS = ("resolution", "z_dim", "w_dim", "mapping_layers", "mapping_lr_multiplier", "channel_base",
-             "channel_max", "num_fp16_res", "conv_clamp", "mbstd_group_size", "mbstd_num_channels", "use_noise",
-             "w_avg_beta")
-
-
-# Numbered snapshots kept besides checkpoint-latest.pt (``--keep``): enough to step back past a bad
-# stretch of training, few enough that a long paper run does not fill a disk (5 x 35 MB for the demo).
-DEFAULT_KEEP = 5
+VERSION = 2  # 1: the config was a flat dict of preset keys (read through config_from_v1)
 
 UNTRUSTED_HINT = ("loading a whole pickled object runs whatever code the file contains; pass "
                   "--trust-pickle (trusted=True) only for a file from a source you trust")
@@ -160,21 +157,24 @@ class _ErrorKeepingWriter:
         self.f.flush()
 
 
-def save_checkpoint(path: Union[str, os.PathLike], *, config: Dict[str, Any], G, D, G_ema, G_opt=None, D_opt=None,
+def save_checkpoint(path: Union[str, os.PathLike], *, config: TrainConfig, G, D, G_ema, G_opt=None, D_opt=None,
                     augment: Optional[Dict[str, Any]] = None, rng: Optional[Dict[str, Any]] = None,
                     counters: Optional[Dict[str, Any]] = None, meta: Optional[Dict[str, Any]] = None) -> Path:
     """Write a checkpoint atomically (``PATH.tmp-<pid>`` + ``os.replace``). Returns the path.
 
-    ``G``/``D``/``G_ema`` are modules (unwrap DDP first) or state_dicts; ``G_opt``/``D_opt`` optimizers or
-    their state_dicts; ``rng`` defaults to :func:`capture_rng`.
+    ``config`` is stored as :meth:`TrainConfig.to_dict`; ``G``/``D``/``G_ema`` are modules (unwrap DDP
+    first) or state_dicts; ``G_opt``/``D_opt`` optimizers or their state_dicts; ``rng`` defaults to
+    :func:`capture_rng`.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"save_checkpoint: config must be a TrainConfig, got {type(config).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     from . import __version__
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
-        "config": _plain(dict(config)),
+        "config": config.to_dict(),
         "G": _cpu_state(G),
         "D": _cpu_state(D),
         "G_ema": _cpu_state(G_ema),
@@ -248,35 +248,87 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location="cpu") -> Dict[s
     for k in ("config", "G", "D", "G_ema"):
         if k not in ckpt:
             raise CheckpointError(f"checkpoint {str(path)!r} lacks the {k!r} entry")
+    try:
+        if int(ckpt.get("version", 0)) < 2:
+            ckpt["config"] = config_from_v1(ckpt["config"], ckpt.get("meta") or {})
+        else:
+            ckpt["config"] = TrainConfig.from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} (format version {ckpt.get('version')}) has a config this "
+                              f"ilsgan cannot read ({e})") from e
     ckpt["path"] = str(path)
     return ckpt
 
 
-def check_config_compatible(saved: Dict[str, Any], wanted: Dict[str, Any], where: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointError` naming each architecture key that differs between configs."""
-    diffs = []
-    for k in ARCH_KEYS:
-        if k in saved and k in wanted and _plain(saved[k]) != _plain(wanted[k]):
-            diffs.append(f"{k}: {where} has {saved[k]!r}, requested {wanted[k]!r}")
-    if diffs:
+# Version-1 checkpoints stored the config as one flat dict of preset keys; these had other names
+# then ("name" held the preset's). The keys "style_mixing", "pl_weight" and "truncation_psi" were
+# stored but never read.
+_V1_NAMES = {"G_lr": "glr", "D_lr": "dlr", "gamma": "r1_gamma", "shift_max": "shift",
+             "lambda_bin": "w_bin", "lambda_area": "w_area", "lambda_ils": "w_ils", "lambda_adv": "w_adv",
+             "ils_distribution": "ils_dist", "ils_sigma_kimg": "ils_switch_kimg", "snap_kimg": "snap",
+             "tick_kimg": "tick"}
+_V1_UNREAD = ("style_mixing", "pl_weight", "truncation_psi")
+
+
+def config_from_v1(flat: Dict[str, Any], meta: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """The :class:`TrainConfig` of a version-1 checkpoint: its flat preset dict with the names
+    mapped, missing keys from its named preset (else the paper's), the data spec and seed from its
+    ``meta``. Raises :class:`~ilsgan.config.ConfigError` for a key that maps to no setting."""
+    if not isinstance(flat, dict):
+        raise ConfigError(f"a version-1 config is a dict, got {type(flat).__name__}")
+    settings: Dict[str, Any] = {}
+    for k, v in flat.items():
+        if k in _V1_UNREAD or k == "name":
+            continue
+        if k == "augment":  # the pipeline name, None = off
+            settings["aug"] = "ada" if v else "noaug"
+            if v:
+                settings["aug_pipe"] = v
+        elif k == "crop":
+            settings["crop"] = v or "center"
+        else:
+            settings[_V1_NAMES.get(k, k)] = v
+    meta = meta or {}
+    if meta.get("data"):
+        settings["data"] = str(meta["data"])
+    if meta.get("seed") is not None:
+        settings["seed"] = int(meta["seed"])
+    name = flat.get("name")
+    base = PRESETS.get(name, PRESETS["paper64"])
+    base = dataclasses.replace(base, preset=str(name or base.preset), session=SessionConfig())
+    try:
+        return base.replace(**settings)
+    except ConfigError as e:
+        raise ConfigError(f"written by an earlier ilsgan, its settings could not be mapped: {e}") from None
+
+
+def check_config_compatible(saved: TrainConfig, wanted: TrainConfig, where: str = "checkpoint"
+                            ) -> List[Tuple[str, Any, Any]]:
+    """Compare two configs setting by setting. Raise :class:`CheckpointError` naming every network
+    setting that differs (the weights would not fit); return ``(name, saved, wanted)`` of the other
+    settings that differ (what a resume changes), the per-invocation ``session`` settings left out."""
+    arch = saved.differences(wanted, sections=("network",))
+    if arch:
         raise CheckpointError(f"{where} was trained with another network config ("
-                              + "; ".join(diffs) + "). Resume with the same --preset/--resolution/overrides, "
+                              + "; ".join(f"{k}: {where} has {a!r}, requested {b!r}" for k, a, b in arch)
+                              + "). Resume with the same --preset/--resolution/overrides, "
                               "or start a new run in another --outdir.")
+    return saved.differences(wanted, sections=("optim", "loss", "augment", "data", "run"))
 
 
 def load_generator(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu", which: str = "G_ema",
                    impl: str = "auto"):
     """Rebuild the layered generator stored in checkpoint ``path`` (a file, or a run directory: its
     latest checkpoint), load weights ``which`` (``"G_ema"``, default, or ``"G"``), move it to ``device``
-    and return it in eval mode with ``requires_grad=False``. ``G.ilsgan_config`` holds the config,
+    and return it in eval mode with ``requires_grad=False``. ``G.ilsgan_config`` holds the :class:`~ilsgan.config.TrainConfig`,
     ``G.ilsgan_meta`` the run's metadata (``"data"``: the training data spec, ``"seed"``, ...).
     Call ``G(z, return_layers=True)`` with ``z ~ N(0, 1)`` of shape ``[N, G.z_dim]``."""
     if which not in ("G_ema", "G"):
         raise ValueError(f"load_generator: which must be 'G_ema' or 'G', got {which!r}")
     ckpt = load_checkpoint(path)
     from .networks import build_networks
-    cfg = dict(ckpt["config"])
-    G, _ = build_networks(cfg, resolution=cfg.get("resolution"), impl=impl, device="cpu")
+    cfg = ckpt["config"]
+    G, _ = build_networks(cfg, impl=impl, device="cpu")
     try:
         G.load_state_dict(ckpt[which])
     except RuntimeError as e:

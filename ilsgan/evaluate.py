@@ -2,7 +2,7 @@
 
     python -m ilsgan.evaluate --checkpoint C --images DIR --masks DIR [--fid] [--mi] [--out report.json]
 
-See ``python -m ilsgan.evaluate --help`` and ILSGAN.md section 8. Writes a JSON report (keys ``iou``,
+See ``python -m ilsgan.evaluate --help`` and :mod:`ilsgan.segmentation.protocol`. Writes a JSON report (keys ``iou``,
 ``dice``, ``dataset_iou``, ``miou``, ``pixel_acc``; ``fid``, ``kid`` with ``--fid``; ``mi`` with ``--mi``)
 and prints a table.
 """
@@ -128,7 +128,8 @@ def _real_training_images(args, G, resolution):
         return None
     from .data import open_dataset
     from .segmentation import sample_images
-    crop = (getattr(G, "ilsgan_config", {}) or {}).get("crop") or "center"
+    cfg = getattr(G, "ilsgan_config", None)  # the TrainConfig of a checkpoint (load_generator)
+    crop = cfg.data.crop if cfg is not None else "center"
     ds = open_dataset(spec, resolution, split="train", seed=int(meta.get("seed", 0)), crop=crop)
     return sample_images(ds, args.self_train_images, seed=args.seed)
 

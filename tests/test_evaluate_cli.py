@@ -105,11 +105,10 @@ def test_module_entry_points_run():
 def test_evaluate_on_real_training_checkpoint(tmp_path):
     """End to end on a checkpoint in the training format (ilsgan.checkpoints), tiny 'quick' networks at 16 px."""
     ckpts = pytest.importorskip("ilsgan.checkpoints", reason="ilsgan.checkpoints (training, H6b) not available")
+    from ilsgan.config import get_preset
     from ilsgan.networks import build_networks
-    from ilsgan.networks.presets import get_preset
 
-    cfg = get_preset("quick")
-    cfg.update(resolution=16, z_dim=16, w_dim=16, channel_base=128, channel_max=16)
+    cfg = get_preset("quick").replace(resolution=16, z_dim=16, w_dim=16, channel_base=128, channel_max=16)
     torch.manual_seed(0)
     G, D = build_networks(cfg, resolution=16)
     path = ckpts.save_checkpoint(tmp_path / "run" / "checkpoint-000000.pt", config=cfg, G=G, D=D, G_ema=G)

@@ -15,9 +15,9 @@ from PIL import Image
 
 from ilsgan import checkpoints as ck
 from ilsgan import train
-from ilsgan.training import RunAborted, training_loop
+from ilsgan.training import RunAborted
 
-from _train_tiny import TINY_CFG_ARGS, tiny_cfg
+from _train_tiny import TINY_CFG_ARGS, run_tiny, tiny_cfg
 
 
 class _LimitedFile:
@@ -65,7 +65,7 @@ class DiskFault:
 def _state(cfg, nimg):
     from ilsgan.networks import build_networks
     torch.manual_seed(nimg)
-    G, D = build_networks(cfg, resolution=cfg["resolution"])
+    G, D = build_networks(cfg)
     return dict(config=cfg, G=G, D=D, G_ema=G, counters={"cur_nimg": nimg, "iteration": nimg // 4})
 
 
@@ -89,8 +89,7 @@ def test_full_disk_mid_file_keeps_the_previous_checkpoints(tmp_path, monkeypatch
 def _tiny_run(tmp_path, monkeypatch=None, **kw):
     logs = []
     kw.setdefault("max_iters", 4)
-    r = training_loop(tiny_cfg(augment=None, snap_kimg=0.004), tmp_path / "run", data="synthetic:easy",
-                      progress=False, tensorboard=False, grid_samples=4, log_fn=logs.append, **kw)
+    r = run_tiny(tmp_path / "run", tiny_cfg(aug="noaug", snap=0.004, **kw), log_fn=logs.append)
     return r, logs
 
 
@@ -198,8 +197,8 @@ def test_images_deleted_or_truncated_under_a_run_are_skipped_and_logged(tmp_path
     b = (folder / "im007.png").read_bytes()
     (folder / "im007.png").write_bytes(b[: len(b) // 2])
     with pytest.warns(UserWarning, match="skipping unreadable image"):
-        r = training_loop(tiny_cfg(augment=None), tmp_path / "run", data=str(folder), dataset=ds, max_iters=25,
-                          progress=False, tensorboard=False, grid_samples=4, log_fn=lambda m: None)
+        r = run_tiny(tmp_path / "run", tiny_cfg(aug="noaug", data=str(folder), max_iters=25), dataset=ds,
+                     log_fn=lambda m: None)
     assert r["status"] == "done"
     reads, failures = ds.read_counter.totals()
     assert failures >= 1 and reads >= 100
@@ -211,16 +210,15 @@ def test_too_many_unreadable_images_stop_the_run_with_a_clear_error(tmp_path):
     from ilsgan.data import open_dataset
     folder = _image_folder(tmp_path / "imgs", 40)
     ds = open_dataset(str(folder), 16)
-    r0 = training_loop(tiny_cfg(augment=None), tmp_path / "run", data=str(folder), dataset=ds, max_iters=2,
-                       progress=False, tensorboard=False, grid_samples=4, log_fn=lambda m: None)
+    cfg = tiny_cfg(aug="noaug", data=str(folder))
+    r0 = run_tiny(tmp_path / "run", cfg.replace(max_iters=2), dataset=ds, log_fn=lambda m: None)
     assert r0["iteration"] == 2
     for i in range(40):
         if i % 8:
             (folder / f"im{i:03d}.png").unlink()  # 35 of 40 gone: the disk was cleaned under the run
     with pytest.warns(UserWarning), pytest.raises(RunAborted) as e:
-        training_loop(tiny_cfg(augment=None), tmp_path / "run", data=str(folder), dataset=ds, max_iters=1000,
-                      resume=tmp_path / "run" / "checkpoint-latest.pt", progress=False, tensorboard=False,
-                      grid_samples=4, log_fn=lambda m: None)
+        run_tiny(tmp_path / "run", cfg.replace(max_iters=1000), resume=tmp_path / "run" / "checkpoint-latest.pt",
+                 dataset=ds, log_fn=lambda m: None)
     msg = str(e.value)
     assert msg.startswith("--data: ") and "image reads failed" in msg and "--resume latest" in msg
     saved = ck.load_checkpoint(tmp_path / "run" / "checkpoint-latest.pt")  # progress kept
@@ -270,9 +268,8 @@ def test_memory_and_file_handles_stay_flat(tmp_path, monkeypatch):
         samples.append((_rss_mb(), _open_fds()))
         return orig(*a, **k)
     monkeypatch.setattr(loop, "update_ema", probe)
-    cfg = tiny_cfg(augment=None, kimg=10, snap_kimg=0.04, tick_kimg=0.04)
-    training_loop(cfg, tmp_path / "run", data="synthetic:easy", max_iters=300, progress=False, tensorboard=False,
-                  grid_samples=4, log_fn=lambda m: None, keep=2)
+    cfg = tiny_cfg(aug="noaug", kimg=10, snap=0.04, tick=0.04, max_iters=300, keep=2)
+    run_tiny(tmp_path / "run", cfg, log_fn=lambda m: None)
     assert len(samples) == 300
     rss = [s[0] for s in samples[100:]]
     fds = [s[1] for s in samples[100:]]

@@ -1,4 +1,5 @@
-"""ILS and mask losses vs a plain-torch transcription of ILSGAN.md section 5 (the oracle)."""
+"""ILS and mask losses vs a plain-torch transcription of the formulas (the oracle): the CLUB terms of the
+ILS loss with its gradient gate at |v| >= 1, L_bin = mean min(m, 1 - m), L_area = relu(area_min - mean m)."""
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from ilsgan.ops._ils_terms import SPEC
 BACKENDS = ("ref", "cpu", "cuda", "triton")
 
 
-# ---- the oracle: ILSGAN.md section 5, written out literally ------------------------------------
+# ---- the oracle: the loss formulas written out literally ----------------------------------------
 def oracle_ils(f, b, m, sigma, perm1, perm2, gaussian=False):
     f = torch.where(f.abs() >= 1, f.detach(), f)  # gradient gate
     b = torch.where(b.abs() >= 1, b.detach(), b)
@@ -32,11 +33,11 @@ def oracle_bin(m):
     return torch.minimum(m, 1 - m).reshape(m.shape[0], -1).mean(1)
 
 
-def oracle_area(m, min_area=0.25, mirror=False):
+def oracle_area(m, area_min=0.25, mirror=False):
     a = m.reshape(m.shape[0], -1).mean(1)
-    v = torch.relu(min_area - a)
+    v = torch.relu(area_min - a)
     if mirror:
-        v = v + torch.relu(min_area - (1 - a))
+        v = v + torch.relu(area_min - (1 - a))
     return v
 
 

@@ -33,25 +33,46 @@ def test_help_documents_options(capsys):
         assert opt in text, opt
 
 
+def _config(argv):
+    """The config a new run of ``argv`` starts with."""
+    from ilsgan.config import get_preset
+    args = train.build_parser().parse_args(argv)
+    return get_preset(train.choose_preset(args)).replace(**train.flag_settings(args))
+
+
 def test_demo_is_the_default_unless_data_or_preset_is_chosen():
     parse = train.build_parser().parse_args
-    assert train._is_demo(parse([])) and train._is_demo(parse(["--outdir", "x", "--seed", "3", "--kimg", "1"]))
-    assert not train._is_demo(parse(["--data", "synthetic:hard"]))
-    assert not train._is_demo(parse(["--preset", "paper64"]))
-    cfg = train.resolve_config(parse(["--kimg", "1"]), demo=True)
-    assert (cfg["resolution"], cfg["kimg"], cfg["name"]) == (train.DEMO_DEFAULTS["resolution"], 1.0, "quick")
+    assert train.choose_preset(parse([])) == "demo"
+    assert train.choose_preset(parse(["--outdir", "x", "--seed", "3", "--kimg", "1"])) == "demo"
+    assert train.choose_preset(parse(["--data", "synthetic:hard"])) == "quick"
+    assert train.choose_preset(parse(["--preset", "paper64"])) == "paper64"
+    assert train.choose_preset(parse(["--resume", "latest"])) is None  # the checkpoint's settings
+    cfg = _config(["--kimg", "1"])
+    assert (cfg.network.resolution, cfg.run.kimg, cfg.preset, cfg.session.minutes) == (32, 1.0, "demo", 14.0)
+
+
+def test_every_option_sets_the_setting_of_its_name():
+    from ilsgan.config import FIELDS
+    p = train.build_parser()
+    dests = {a.dest for a in p._actions} - {"help", "preset", "resume", "cfg"}
+    assert dests <= set(FIELDS), dests - set(FIELDS)
+    for a in p._actions:
+        if a.dest in dests:
+            assert a.option_strings == ["--" + a.dest.replace("_", "-")], a.option_strings
+    given = ["--w-bin", "1.5", "--ils", "off", "--area-mirror", "auto", "--keep", "all", "--aug", "noaug",
+             "--crop", "box", "--glr", "0.01", "--no-progress", "--cfg", "w_area=3", "--cfg", "ils_sigma=0.1,0.5"]
+    assert train.flag_settings(p.parse_args(given)) == {
+        "w_bin": 1.5, "ils": False, "area_mirror": None, "keep": None, "aug": "noaug", "crop": "box", "glr": 0.01,
+        "no_progress": True, "w_area": 3.0, "ils_sigma": (0.1, 0.5)}
+    assert train.flag_settings(p.parse_args([])) == {}  # nothing chosen: the preset decides
 
 
 def test_area_mirror_option_reaches_the_loss():
-    from ilsgan.training import loss_weights_from_config
-    parse = train.build_parser().parse_args
-    # quick: two-sided area prior; paper presets: the release's automatic rule (only with --shift 0)
-    assert loss_weights_from_config(train.resolve_config(parse([]), demo=True)).area_mirror is True
-    paper = loss_weights_from_config(train.resolve_config(parse(["--preset", "paper64"]), demo=False))
-    assert paper.area_mirror is None
+    # quick (and the demo): two-sided area prior; paper presets: the release's automatic rule (only with --shift 0)
+    assert _config([]).loss.area_mirror is True
+    assert _config(["--preset", "paper64"]).loss.area_mirror is None
     for opt, want in (("on", True), ("off", False), ("auto", None)):
-        cfg = train.resolve_config(parse(["--preset", "paper64", "--area-mirror", opt]), demo=False)
-        assert loss_weights_from_config(cfg).area_mirror is want
+        assert _config(["--preset", "paper64", "--area-mirror", opt]).loss.area_mirror is want
 
 
 def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
@@ -66,7 +87,8 @@ def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
     assert "modulated_conv2d" in out  # backend summary, one line per op
     saved = json.load(open(run / "config.json"))
     from ilsgan.ops import backend_info
-    dev = saved["device"].split(":")[0]
+    assert saved["config"]["network"]["resolution"] == 16 and saved["config"]["loss"]["w_bin"] == 2.0
+    dev = saved["config"]["session"]["device"].split(":")[0]
     assert saved["op_backends"] == {op: d[dev]["auto"] for op, d in backend_info().items()}
     assert saved["op_backends"]["modulated_conv2d"] != "ref"  # the compiled kernels are built for the tests
     recs = [json.loads(l) for l in open(run / "log.jsonl")]
@@ -74,9 +96,9 @@ def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):
     for k in ("Loss/G/adv", "Loss/D/real", "Mask/area", "Mask/binarized", "Progress/augment_p", "Timing/sec_per_kimg"):
         assert k in recs[-1]
     # --resume latest continues in the same run directory with a longer schedule
-    rc, out, _ = run_cli(TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--resume", "latest", "--kimg", "0.016"],
-                         capsys)
+    rc, out, _ = run_cli(FAST + ["--outdir", str(tmp_path), "--resume", "latest", "--kimg", "0.016"], capsys)
     assert rc == 0, out
+    assert "changed from the checkpoint: kimg 0.012 -> 0.016" in out
     recs = [json.loads(l) for l in open(run / "log.jsonl")]
     assert recs[-1]["Progress/kimg"] == pytest.approx(0.016) and recs[-1]["Progress/iteration"] == 4
     # a checkpoint from another config is refused with a clear message
@@ -109,7 +131,15 @@ def test_errors(tmp_path, capsys):
     rc, _, err = run_cli(base + ["--resume", str(notckpt)], capsys)
     assert rc == 2 and "unreadable" in err
     rc, _, err = run_cli(base + ["--cfg", "nonsense=3"], capsys)
-    assert rc == 2 and "unknown key" in err
+    assert rc == 2 and "unknown key 'nonsense'" in err
+    rc, _, err = run_cli(base + ["--cfg", "wbin=3"], capsys)
+    assert rc == 2 and "did you mean 'w_bin'" in err
+    rc, _, err = run_cli(base + ["--cfg", "z_dim=1.5"], capsys)
+    assert rc == 2 and "z_dim" in err and "expected int" in err
+    rc, _, err = run_cli(base + ["--cfg", "ils_dist=cauchy"], capsys)
+    assert rc == 2 and "ils_dist must be one of" in err
+    rc, _, err = run_cli(base + ["--cfg", "channel_max"], capsys)
+    assert rc == 2 and "KEY=VALUE" in err
     if not __import__("torch").cuda.is_available():
         rc, _, err = run_cli(base + ["--data", "synthetic:easy", "--device", "cuda"], capsys)
         assert rc == 2 and "CUDA is not available" in err
@@ -203,3 +233,31 @@ def test_minutes_budget_then_masks_scored_against_the_baselines(tmp_path, capsys
     assert rep["n_test"] == 200 and set(rep["baselines"]) == {"allfg", "otsu", "kmeans", "border"}
     assert "self_trained" in rep and evaluate.PAPER_ROW in out and "IoU vs" in out
     assert len(os.listdir(run / "test-images" / "images")) == 200
+
+
+def test_checkpoint_loaded_and_dataset_opened_once_per_run(tmp_path, capsys, monkeypatch):
+    """A new run opens its data once and reads no checkpoint; a resumed run (from a run directory and
+    from 'latest') reads its checkpoint once and opens its data once."""
+    import torch
+
+    import ilsgan.checkpoints as ck
+    import ilsgan.data as data
+    calls = {"load_checkpoint": 0, "torch.load": 0, "open_dataset": 0}
+
+    def counting(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+    monkeypatch.setattr(ck, "load_checkpoint", counting("load_checkpoint", ck.load_checkpoint))
+    monkeypatch.setattr(torch, "load", counting("torch.load", torch.load))
+    monkeypatch.setattr(data, "open_dataset", counting("open_dataset", data.open_dataset))
+    base = TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--snap", "0.004"]
+    rc, out, _ = run_cli(base + ["--name", "r", "--kimg", "0.004"], capsys)
+    assert rc == 0, out
+    assert calls == {"load_checkpoint": 0, "torch.load": 0, "open_dataset": 1}
+    for resume, kimg in (("latest", "0.008"), (str(tmp_path / "r"), "0.012")):
+        calls.update({k: 0 for k in calls})
+        rc, out, _ = run_cli(FAST + ["--outdir", str(tmp_path), "--resume", resume, "--kimg", kimg], capsys)
+        assert rc == 0, out
+        assert calls == {"load_checkpoint": 1, "torch.load": 1, "open_dataset": 1}, resume

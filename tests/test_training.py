@@ -7,14 +7,19 @@ import math
 import pytest
 import torch
 
-from ilsgan.losses.gan import (ILSGANLoss, LossWeights, d_logistic_loss, g_nonsaturating_loss, perturbed_composite,
-                               r1_penalty, random_shift)
+from ilsgan.config import LossConfig
+from ilsgan.losses.gan import (ILSGANLoss, d_logistic_loss, g_nonsaturating_loss, perturbed_composite, r1_penalty,
+                               random_shift)
 from ilsgan.networks import build_networks
-from ilsgan.training import lazy_adam_params, loss_weights_from_config, training_loop
+from ilsgan.training import lazy_adam_params
 from ilsgan.training.ema import ema_beta, update_ema
 from ilsgan.training.loop import InfiniteSampler, _guard_grads
 
-from _train_tiny import tiny_cfg
+from _train_tiny import run_tiny, tiny_cfg
+
+
+def _loss(G, D, cfg, pipe=None):
+    return ILSGANLoss(G, D, pipe, cfg.loss, r1_gamma=cfg.r1_weight())
 
 
 def test_basic_losses():
@@ -32,13 +37,15 @@ def test_basic_losses():
 
 
 def test_sigma_schedule_and_weights():
-    w = LossWeights(ils_sigma=(0.2, 1.0), ils_sigma_kimg=400, w_ils=2.0)
-    assert w.sigma(400) == pytest.approx(0.4) and w.sigma(400.001) == pytest.approx(2.0)
-    cfg = tiny_cfg()
-    lw = loss_weights_from_config(cfg)
-    assert lw.r1_gamma == pytest.approx(0.0002 * 16 * 16 / 4)
-    paper = loss_weights_from_config(dict(tiny_cfg(), resolution=64, batch=32))
-    assert paper.r1_gamma == pytest.approx(0.0256) and paper.w_bin == 2 and paper.w_area == 2
+    w = ILSGANLoss(None, None, cfg=LossConfig(ils_sigma=(0.2, 1.0), ils_switch_kimg=400, w_ils=2.0))
+    assert w.ils_sigma_at(400) == pytest.approx(0.4) and w.ils_sigma_at(400.001) == pytest.approx(2.0)
+    ramp = ILSGANLoss(None, None, cfg=LossConfig(w_bin=2.0, bin_ramp_kimg=10))
+    assert (ramp.w_bin_at(0), ramp.w_bin_at(5), ramp.w_bin_at(20)) == (0.0, 1.0, 2.0)
+    assert ILSGANLoss(None, None).w_bin_at(0) == 2.0
+    assert tiny_cfg().r1_weight() == pytest.approx(0.0002 * 16 * 16 / 4)
+    paper = tiny_cfg(resolution=64, batch=32)
+    assert paper.r1_weight() == pytest.approx(0.0256) and paper.loss.w_bin == 2 and paper.loss.w_area == 2
+    assert tiny_cfg(r1_gamma=1.5).r1_weight() == 1.5
 
 
 def test_lazy_reg_correction():
@@ -83,7 +90,7 @@ def test_one_iteration_changes_parameters():
     G.requires_grad_(False), D.requires_grad_(False)
     from ilsgan.augment import AugmentPipe
     pipe = AugmentPipe("bgc", p=0.5)
-    loss = ILSGANLoss(G, D, pipe, loss_weights_from_config(cfg))
+    loss = _loss(G, D, cfg, pipe)
     g_opt = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.0, 0.99))
     d_opt = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
     g0 = [p.detach().clone() for p in G.parameters()]
@@ -121,7 +128,7 @@ def test_mask_diversity_statistic():
     torch.manual_seed(0)
     cfg = tiny_cfg()
     G, D = build_networks(cfg)
-    loss = ILSGANLoss(G, D, None, loss_weights_from_config(cfg))
+    loss = _loss(G, D, cfg)
     same = torch.rand(1, 1, 16, 16).round().expand(8, 1, 16, 16)
     varied = torch.rand(8, 1, 16, 16).round()
     fake = {"fg": torch.rand(8, 3, 16, 16), "bg": torch.rand(8, 3, 16, 16)}
@@ -137,7 +144,7 @@ def test_area_ceiling_is_on_the_unperturbed_mask():
     torch.manual_seed(0)
     cfg = tiny_cfg()
     G, D = build_networks(cfg)
-    w = LossWeights(w_adv=0.0, w_bin=0.0, w_area=1.0, area_mirror=True, ils=False, shift_max=0.25)
+    w = LossConfig(w_adv=0.0, w_bin=0.0, w_area=1.0, area_mirror=True, ils=False, shift=0.25)
     loss = ILSGANLoss(G, D, None, w)
     loss._layers = lambda z: {"fg": torch.rand(8, 3, 16, 16), "bg": torch.rand(8, 3, 16, 16),
                               "mask": torch.ones(8, 1, 16, 16, requires_grad=True)}
@@ -151,7 +158,7 @@ def test_ils_off_ablation():
     torch.manual_seed(0)
     cfg = tiny_cfg(ils=False)
     G, D = build_networks(cfg)
-    loss = ILSGANLoss(G, D, None, loss_weights_from_config(cfg))
+    loss = _loss(G, D, cfg)
     stats = _phase(loss, "Gmain", G, torch.optim.Adam(G.parameters()), torch.zeros(4, 3, 16, 16), torch.randn(4, 16))
     assert "Loss/ILS" not in stats
 
@@ -200,8 +207,7 @@ def test_nan_guard_in_loop(tmp_path, monkeypatch):
             next(self.G.parameters()).grad.fill_(float("nan"))
         return stats
     monkeypatch.setattr(gan.ILSGANLoss, "accumulate_gradients", poisoned)
-    r = training_loop(tiny_cfg(augment=None), tmp_path / "run", data="synthetic:easy", max_iters=2, progress=False,
-                      tensorboard=False, nan_guard="skip", grid_samples=4)
+    r = run_tiny(tmp_path / "run", tiny_cfg(aug="noaug", max_iters=2, nan_guard="skip"))
     assert r["nan_events"]["G"] == 2 and r["nan_events"]["D"] == 0
     from ilsgan.checkpoints import load_checkpoint
     ck = load_checkpoint(tmp_path / "run" / "checkpoint-latest.pt")
@@ -218,14 +224,11 @@ def _losses(path):
 
 def test_resume_is_exact(tmp_path):
     """2k iterations straight == k iterations, checkpoint, resume, k more (same seed, CPU)."""
-    cfg = tiny_cfg(D_reg_interval=2, aug_p=0.3, ada_interval=1, ada_kimg=0.1, ema_kimg=0.01)
-    a = training_loop(dict(cfg), tmp_path / "a", data="synthetic:easy", seed=5, max_iters=4, progress=False,
-                      tensorboard=False, grid_samples=4)
+    cfg = tiny_cfg(D_reg_interval=2, aug_p=0.3, ada_interval=1, ada_kimg=0.1, ema_kimg=0.01, seed=5)
+    a = run_tiny(tmp_path / "a", cfg.replace(max_iters=4))
     assert a["iteration"] == 4
-    training_loop(dict(cfg), tmp_path / "b", data="synthetic:easy", seed=5, max_iters=2, progress=False,
-                  tensorboard=False, grid_samples=4)
-    b = training_loop(dict(cfg), tmp_path / "b", data="synthetic:easy", seed=5, max_iters=4, progress=False,
-                      tensorboard=False, grid_samples=4, resume=tmp_path / "b" / "checkpoint-latest.pt")
+    run_tiny(tmp_path / "b", cfg.replace(max_iters=2))
+    b = run_tiny(tmp_path / "b", cfg.replace(max_iters=4), resume=tmp_path / "b" / "checkpoint-latest.pt")
     assert b["iteration"] == 4
     la, lb = _losses(tmp_path / "a" / "log.jsonl"), _losses(tmp_path / "b" / "log.jsonl")
     assert [i for i, _ in la] == [1, 2, 3, 4] and [i for i, _ in lb] == [1, 2, 3, 4]

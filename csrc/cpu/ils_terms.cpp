@@ -1,4 +1,4 @@
-// ILS (CLUB) term and mask-term reductions on CPU (ILSGAN.md section 5; see ilsgan/ops/ils_terms.py).
+// ILS (CLUB) term and mask-term reductions on CPU (semantics: ilsgan/ops/_ils_terms.py). Per sample:
 //   pos1 = mean |m b - m f|,            neg1 = mean |m_p1 b_p1 - m f|
 //   pos2 = mean |(1-m) f - (1-m) b|,    neg2 = mean |(1-m_p2) f_p2 - (1-m) b|
 // (phi(u) = |u|, or 0.5 u^2 for the Gaussian variant), per sample, over C*H*W.

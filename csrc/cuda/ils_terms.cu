@@ -1,4 +1,4 @@
-// ILS (CLUB) term and mask-term reductions on CUDA (semantics: ilsgan/ops/ils_terms.py).
+// ILS (CLUB) term and mask-term reductions on CUDA (semantics: ilsgan/ops/_ils_terms.py).
 // Forward reductions: grid (T, N), 256 threads; block t of sample n sums a fixed chunk of kChunk
 // elements of C*H*W (grid-strided inside the chunk, coalesced), reduces its 4 (or 2) sums with warp
 // shuffles and shared memory, and writes them to a [N,T,k] partial tensor; the partials are summed

@@ -1,4 +1,4 @@
-// upfirdn2d on CUDA (NVlabs StyleGAN2-ADA semantics; see ilsgan/ops/upfirdn2d.py).
+// upfirdn2d on CUDA (NVlabs StyleGAN2-ADA semantics; see ilsgan/ops/_upfirdn2d.py).
 //
 //   y[oy, ox] = sum_{ky, kx} w[ky, kx] * u[oy*downy + ky - py0, ox*downx + kx - px0]
 //

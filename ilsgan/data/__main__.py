@@ -76,7 +76,7 @@ def _prep_common(p, splits=("train", "test", "all")):
     p.add_argument("--resolution", type=int, default=64, help="output size R (R x R), default 64")
     p.add_argument("--framing", default="box", choices=("box", "center", "none"),
                    help="box: square of side 1.5*max(box w,h) centred on the object box, clipped to the "
-                        "image (the test framing of ILSGAN.md §9); center: centre square of the whole "
+                        "image (the test framing of the DRC protocol); center: centre square of the whole "
                         "image (the release's GAN training crop); none: whole image resized")
     p.add_argument("--zip", action="store_true", help="write the images as OUT/images.zip instead of a folder")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by name)")

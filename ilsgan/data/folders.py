@@ -177,7 +177,7 @@ def center_square(w: int, h: int) -> tuple[int, int, int, int]:
 
 
 def square_box(box, w: int, h: int, scale: float = 1.5) -> tuple[int, int, int, int]:
-    """The DRC test framing (ILSGAN.md §9): a square centred on the box ``(x, y, bw, bh)`` with side
+    """The test framing of the DRC protocol: a square centred on the box ``(x, y, bw, bh)`` with side
     ``scale * max(bw, bh)``, clipped to the image; returns (left, top, right, bottom) in pixels."""
     x, y, bw, bh = (float(v) for v in box)
     side = scale * max(bw, bh)

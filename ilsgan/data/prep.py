@@ -6,7 +6,7 @@ no downloads) into the package's image+mask layout::
     OUT/boxes.txt         (NAME x y w h of the object box in the original image)
     OUT/prep.json         (what was done: dataset, split, framing, resolution, counts)
 
-Framings (ILSGAN.md §9):
+Framings:
 - ``box``   (test framing of DRC): square centred on the object box, side 1.5·max(w, h), clipped to
   the image, resized to R×R;
 - ``center``: the centre square of the whole image (what the release trains the GAN on);

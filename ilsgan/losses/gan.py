@@ -1,24 +1,26 @@
-"""Adversarial losses of ILSGAN (ILSGAN.md §3, §5): non-saturating logistic G/D losses, the R1
-penalty (lazy), the perturbed composition the discriminator sees, and :class:`ILSGANLoss`, which runs
-the three training phases (``"Gmain"``, ``"Dmain"``, ``"Dreg"``) and accumulates gradients.
+"""Adversarial losses of ILSGAN: non-saturating logistic G/D losses, the R1 penalty (lazy), the
+perturbed composition the discriminator sees (foreground and mask shifted by a random integer offset,
+background not moved), and :class:`ILSGANLoss`, which runs the training phases (``"Gmain"``,
+``"Dmain"``, ``"Dreg"``, ``"Dboth"``) and accumulates gradients. Its settings are a
+:class:`~ilsgan.config.LossConfig`.
 
 Per-sample functions return ``[N]`` tensors; callers take the mean.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import LossConfig
 from .ils import ils_loss, ils_sigma
 from .mask import mask_loss
 
 __all__ = ["g_nonsaturating_loss", "d_logistic_loss", "r1_penalty", "random_shift", "perturbed_composite",
-           "LossWeights", "ILSGANLoss"]
+           "ILSGANLoss"]
 
 
 def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:
@@ -47,58 +49,20 @@ def r1_penalty(real_logits: Tensor, real_img: Tensor, gamma: float) -> Tensor:
     return grad.square().flatten(1).sum(1) * (gamma / 2)
 
 
-def random_shift(n: int, resolution: int, shift_max: float, device, generator: Optional[torch.Generator] = None
+def random_shift(n: int, resolution: int, shift: float, device, generator: Optional[torch.Generator] = None
                  ) -> Tensor:
-    """Integer shifts ``[n, 2]`` (int64): ``round(u * shift_max * W)``, ``u ~ U[-1, 1]^2`` (ILSGAN.md §3)."""
+    """Integer offsets ``[n, 2]`` (int64): ``round(u * shift * W)``, ``u ~ U[-1, 1]^2`` (``shift``: the
+    largest offset as a fraction of the width ``W = resolution``)."""
     u = torch.rand([n, 2], device=device, generator=generator) * 2 - 1
-    return torch.round(u * (shift_max * resolution)).to(torch.int64)
+    return torch.round(u * (shift * resolution)).to(torch.int64)
 
 
-def perturbed_composite(fg: Tensor, bg: Tensor, mask: Tensor, shift_max: float, impl: str = "auto"):
-    """``(x_T, m_T)``: f and m translated by :func:`random_shift`, b not moved (``shift_max=0`` gives
+def perturbed_composite(fg: Tensor, bg: Tensor, mask: Tensor, shift: float, impl: str = "auto"):
+    """``(x_T, m_T)``: f and m translated by :func:`random_shift`, b not moved (``shift=0`` gives
     the plain composite and the unshifted mask)."""
     from ilsgan.ops import composite
-    shift = random_shift(fg.shape[0], fg.shape[-1], shift_max, fg.device) if shift_max > 0 else None
-    return composite(fg, bg, mask, shift=shift, impl=impl)
-
-
-@dataclass
-class LossWeights:
-    """Loss configuration (defaults: the paper's; see ILSGAN.md §5).
-
-    ``r1_gamma``: R1 weight γ. ``D_reg_interval``: lazy R1 every k iterations, scaled by k (None/0 = R1
-    in every D step together with the main loss). ``w_bin``/``w_area``/``area_min``: mask priors on the
-    perturbed mask; ``area_mirror`` adds ``relu(area_min - (1 - mean m))`` on the *unperturbed* mask
-    (the release does when the perturbation is off, where the two are one mask: ``None`` = automatic).
-    ``ils``: the independence term on/off (ablation); ``w_ils`` scales the σ schedule ``ils_sigma`` =
-    (before, after) ``ils_sigma_kimg``.
-    ``shift_max``: perturbation range (fraction of the width; 0 = off).
-    ``bin_ramp_kimg``: the binarization weight grows linearly from 0 to ``w_bin`` over this many kimg
-    (0 = full weight from the start, as the paper).
-    """
-    r1_gamma: float = 0.0256
-    D_reg_interval: Optional[int] = 16
-    w_adv: float = 1.0
-    w_bin: float = 2.0
-    w_area: float = 2.0
-    area_min: float = 0.25
-    area_mirror: Optional[bool] = None
-    ils: bool = True
-    w_ils: float = 1.0
-    ils_sigma: tuple = (0.2, 1.0)
-    ils_sigma_kimg: float = 400.0
-    ils_distribution: str = "laplace"
-    shift_max: float = 0.125
-    bin_ramp_kimg: float = 0.0
-
-    def bin_weight(self, kimg: float) -> float:
-        if self.bin_ramp_kimg <= 0:
-            return self.w_bin
-        return self.w_bin * min(1.0, kimg / self.bin_ramp_kimg)
-
-    def sigma(self, kimg: float) -> float:
-        early, late = self.ils_sigma
-        return self.w_ils * ils_sigma(kimg, self.ils_sigma_kimg, early, late)
+    offsets = random_shift(fg.shape[0], fg.shape[-1], shift, fg.device) if shift > 0 else None
+    return composite(fg, bg, mask, shift=offsets, impl=impl)
 
 
 class ILSGANLoss:
@@ -113,16 +77,34 @@ class ILSGANLoss:
       ``mean softplus(-D(A(x_real)))``; real logits feed ``ada_stats`` (callable) if given.
     - ``"Dreg"``: ``mean (γ/2)·‖∇ D(A(x_real))‖²`` (lazy R1; ``gain`` = the interval).
     - ``"Dboth"``: Dmain + R1 in one pass (no lazy regularization).
+
+    ``cfg``: the weights and schedules (default: the paper's); ``r1_gamma``: the R1 weight γ (default
+    ``cfg.r1_gamma``; the automatic value depends on resolution and batch:
+    :meth:`~ilsgan.config.TrainConfig.r1_weight`).
     """
 
-    def __init__(self, G, D, augment_pipe=None, weights: Optional[LossWeights] = None, impl: str = "auto",
-                 ada_stats: Optional[Callable[[Tensor], None]] = None):
+    def __init__(self, G, D, augment_pipe=None, cfg: Optional[LossConfig] = None, r1_gamma: Optional[float] = None,
+                 impl: str = "auto", ada_stats: Optional[Callable[[Tensor], None]] = None):
         self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
-        self.w = weights or LossWeights()
+        self.cfg = cfg if cfg is not None else LossConfig()
+        self.r1_gamma = float(r1_gamma) if r1_gamma is not None else self.cfg.r1_gamma
         self.impl = impl
         self.ada_stats = ada_stats
+
+    # -- schedules -----------------------------------------------------------------------------
+    def w_bin_at(self, kimg: float) -> float:
+        """The binarization weight at ``kimg``: ``w_bin``, ramped up linearly over ``bin_ramp_kimg``."""
+        c = self.cfg
+        if c.bin_ramp_kimg <= 0:
+            return c.w_bin
+        return c.w_bin * min(1.0, kimg / c.bin_ramp_kimg)
+
+    def ils_sigma_at(self, kimg: float) -> float:
+        """The weight of the ILS term at ``kimg``: ``w_ils * ils_sigma[0 or 1]`` (switch at ``ils_switch_kimg``)."""
+        early, late = self.cfg.ils_sigma
+        return self.cfg.w_ils * ils_sigma(kimg, self.cfg.ils_switch_kimg, early, late)
 
     # -- helpers -------------------------------------------------------------------------------
     def _layers(self, z: Tensor) -> Dict[str, Tensor]:
@@ -136,32 +118,31 @@ class ILSGANLoss:
         return self.D(img)
 
     def _mask_mirror(self) -> bool:
-        return self.w.area_mirror if self.w.area_mirror is not None else self.w.shift_max <= 0
+        return self.cfg.area_mirror if self.cfg.area_mirror is not None else self.cfg.shift <= 0
 
     # -- phases --------------------------------------------------------------------------------
     def accumulate_gradients(self, phase: str, real_img: Tensor, gen_z: Tensor, gain: float = 1.0,
                              cur_nimg: int = 0) -> Dict[str, Tensor]:
         if phase not in ("Gmain", "Dmain", "Dreg", "Dboth"):
             raise ValueError(f"ILSGANLoss: unknown phase {phase!r}")
-        w = self.w
+        w = self.cfg
         stats: Dict[str, Tensor] = {}
 
         if phase == "Gmain":
             layers = self._layers(gen_z)
             fg, bg, m = layers["fg"], layers["bg"], layers["mask"]
-            x_T, m_T = perturbed_composite(fg, bg, m, w.shift_max, impl=self.impl)
+            x_T, m_T = perturbed_composite(fg, bg, m, w.shift, impl=self.impl)
             logits = self.run_D(x_T)
             adv = g_nonsaturating_loss(logits)
             per_sample = w.w_adv * adv
-            w_bin = w.bin_weight(cur_nimg / 1000)
+            w_bin = self.w_bin_at(cur_nimg / 1000)
             if w_bin or w.w_area:
-                per_sample = per_sample + mask_loss(m_T, bin_weight=w_bin, area_weight=w.w_area,
-                                                    min_area=w.area_min, mirror=self._mask_mirror(),
-                                                    mirror_mask=m, impl=self.impl)
+                per_sample = per_sample + mask_loss(m_T, w_bin=w_bin, w_area=w.w_area, area_min=w.area_min,
+                                                    mirror=self._mask_mirror(), mirror_mask=m, impl=self.impl)
             loss = per_sample.mean()
             if w.ils and w.w_ils:
-                sigma = w.sigma(cur_nimg / 1000)
-                l_ils = ils_loss(fg, bg, m, sigma, distribution=w.ils_distribution, impl=self.impl)
+                sigma = self.ils_sigma_at(cur_nimg / 1000)
+                l_ils = ils_loss(fg, bg, m, sigma, distribution=w.ils_dist, impl=self.impl)
                 loss = loss + l_ils
                 stats["Loss/ILS"] = l_ils.detach()
                 stats["Loss/ILS_sigma"] = torch.tensor(sigma)
@@ -187,8 +168,7 @@ class ILSGANLoss:
         if phase in ("Dmain", "Dboth"):
             with torch.no_grad():
                 layers = self._layers(gen_z)
-                x_T, _ = perturbed_composite(layers["fg"], layers["bg"], layers["mask"], w.shift_max,
-                                             impl=self.impl)
+                x_T, _ = perturbed_composite(layers["fg"], layers["bg"], layers["mask"], w.shift, impl=self.impl)
             fake_logits = self.run_D(x_T.detach())
             loss_fake = F.softplus(fake_logits).flatten(1).sum(1)
             stats["Loss/D/fake"] = loss_fake.detach().mean()
@@ -205,8 +185,11 @@ class ILSGANLoss:
             stats["Loss/signs/real"] = real_logits.detach().sign().mean()
             loss = loss + loss_real.mean()
         if phase in ("Dreg", "Dboth"):
-            pen = r1_penalty(real_logits, real, w.r1_gamma)
-            stats["Loss/r1_penalty"] = (pen.detach() / max(w.r1_gamma / 2, 1e-30)).mean()
+            gamma = self.r1_gamma
+            if gamma is None:
+                raise ValueError("ILSGANLoss: the R1 weight is automatic (cfg.r1_gamma None): pass r1_gamma")
+            pen = r1_penalty(real_logits, real, gamma)
+            stats["Loss/r1_penalty"] = (pen.detach() / max(gamma / 2, 1e-30)).mean()
             stats["Loss/D/reg"] = pen.detach().mean()
             # real_logits * 0 keeps every D parameter in the graph (DDP-style gradient sync safety)
             loss = loss + pen.mean() + real_logits.sum() * 0

@@ -1,4 +1,6 @@
-"""The ILS independence loss (ILSGAN.md section 5), built on :func:`ilsgan.ops.ils_terms`."""
+"""The ILS independence loss: CLUB upper bounds of the mutual information between the visible and the
+hidden parts of the layers (``m*f`` vs ``m*b``, ``(1-m)*b`` vs ``(1-m)*f``), built on
+:func:`ilsgan.ops.ils_terms`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Mask priors on the perturbed mask (ILSGAN.md section 5), built on :func:`ilsgan.ops.mask_terms`.
+"""Mask priors of the generator loss, on the perturbed mask: the binarization term ``mean min(m, 1 - m)``
+and the area prior ``relu(area_min - mean m)``, built on :func:`ilsgan.ops.mask_terms`.
 
 All functions return per-sample values [N] with ``reduction="none"`` (the G loss adds them to the
 per-sample adversarial term before the batch mean) or their mean with ``reduction="mean"``.
@@ -27,12 +28,12 @@ def _check(fn: str, reduction: str) -> None:
         raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _area_term(mean_m: Tensor, min_area: float, mirror: bool, ceiling_mean: Optional[Tensor] = None) -> Tensor:
-    """``relu(min_area - mean_m)`` (+ ``relu(min_area - (1 - ceiling_mean))`` if ``mirror``; default
+def _area_term(mean_m: Tensor, area_min: float, mirror: bool, ceiling_mean: Optional[Tensor] = None) -> Tensor:
+    """``relu(area_min - mean_m)`` (+ ``relu(area_min - (1 - ceiling_mean))`` if ``mirror``; default
     ``ceiling_mean = mean_m``)."""
-    area = torch.relu(min_area - mean_m)
+    area = torch.relu(area_min - mean_m)
     if mirror:
-        area = area + torch.relu(min_area - (1 - (mean_m if ceiling_mean is None else ceiling_mean)))
+        area = area + torch.relu(area_min - (1 - (mean_m if ceiling_mean is None else ceiling_mean)))
     return area
 
 
@@ -44,30 +45,30 @@ def binarization_loss(m: Tensor, reduction: str = "none", impl: str = "auto", st
 
 def area_loss(
     m: Tensor,
-    min_area: float = 0.25,
+    area_min: float = 0.25,
     mirror: bool = False,
     reduction: str = "none",
     impl: str = "auto",
     strict: Optional[bool] = None,
 ) -> Tensor:
-    """``L_area[n] = relu(min_area - mean_hw m)`` (+ ``relu(min_area - (1 - mean m))`` if ``mirror``;
+    """``L_area[n] = relu(area_min - mean_hw m)`` (+ ``relu(area_min - (1 - mean m))`` if ``mirror``;
     the release adds the mirror term when the perturbation is off)."""
     _check("area_loss", reduction)
-    return _reduce(_area_term(mask_terms(m, impl=impl, strict=strict)[:, 1], min_area, mirror), reduction)
+    return _reduce(_area_term(mask_terms(m, impl=impl, strict=strict)[:, 1], area_min, mirror), reduction)
 
 
 def mask_loss(
     m: Tensor,
-    bin_weight: float = 2.0,
-    area_weight: float = 2.0,
-    min_area: float = 0.25,
+    w_bin: float = 2.0,
+    w_area: float = 2.0,
+    area_min: float = 0.25,
     mirror: bool = False,
     reduction: str = "none",
     impl: str = "auto",
     strict: Optional[bool] = None,
     mirror_mask: Optional[Tensor] = None,
 ) -> Tensor:
-    """``bin_weight * L_bin + area_weight * L_area`` per sample, from one :func:`mask_terms` pass.
+    """``w_bin * L_bin + w_area * L_area`` per sample, from one :func:`mask_terms` pass.
 
     Defaults are the paper's (weights 2 and 2, minimum area 0.25, no mirror term). ``mirror_mask``
     ([N,1,H,W], default ``m``): the mask whose mean coverage the mirror term bounds. The G loss passes
@@ -82,4 +83,4 @@ def mask_loss(
     ceiling_mean = None
     if mirror and mirror_mask is not None:
         ceiling_mean = mask_terms(mirror_mask, impl=impl, strict=strict)[:, 1]
-    return _reduce(bin_weight * t[:, 0] + area_weight * _area_term(t[:, 1], min_area, mirror, ceiling_mean), reduction)
+    return _reduce(w_bin * t[:, 0] + w_area * _area_term(t[:, 1], area_min, mirror, ceiling_mean), reduction)

@@ -1,4 +1,5 @@
-"""FID and KID from Inception-v3 pool features read from a LOCAL TorchScript file (ILSGAN.md section 8).
+"""FID and KID (the paper's image-quality scores) from Inception-v3 pool features read from a LOCAL
+TorchScript file.
 
 Nothing is downloaded. The feature extractor is any TorchScript module that maps images
 ``[N,3,299,299]`` float32 in ``[-1, 1]`` to features ``[N,D]`` (2048-d pool features for Inception-v3).

@@ -1,4 +1,5 @@
-"""MINE (Donsker-Varadhan) mutual-information estimate between generated layers (ILSGAN.md section 8).
+"""MINE (Donsker-Varadhan) mutual-information estimate between generated layers (the paper's measure
+of layer independence).
 
 Statistics network T: MLP on the concatenated flattened pair ``[x, y]`` -> ``hidden`` (3000) -> ReLU -> 1.
 Lower bound ``I(x;y) >= E_joint[T] - log E_marginal[exp T]``; the marginal pairs ``x`` with ``y`` from a

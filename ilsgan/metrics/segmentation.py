@@ -1,4 +1,4 @@
-"""Foreground/background segmentation metrics (ILSGAN.md section 8, item 5).
+"""Foreground/background segmentation metrics: the scores of the segmentation protocol.
 
 Masks are binary: foreground = True/1. Accepted shapes: ``[H,W]``, ``[N,H,W]`` or ``[N,1,H,W]``
 (torch tensors or numpy arrays, bool or any numeric type; nonzero = foreground).

@@ -1,4 +1,5 @@
-"""The "train on generated, test on real" segmentation protocol (ILSGAN.md section 8).
+"""The "train on generated, test on real" segmentation protocol of the paper (from DRC): a UNet trained
+only on generated (image, mask) pairs is scored on real images with ground-truth masks.
 
 1. :func:`generate_pairs` draws N (composite, mask > 0.5) pairs from a layered generator (G_ema, psi=1,
    noise_mode="const"); first 90% train, last 10% synthetic validation.
@@ -14,7 +15,7 @@ to the data resolution before comparison; ``unet_resolution=128`` runs the UNet 
 
 The direct protocol (:func:`direct_stats`, no UNet) looks at the generator's own masks on its own
 images: how binary they are (soft IoU between m and m > 0.5), their coverage, the fraction of
-collapsed masks (coverage < 1% or > 99%; ILSGAN.md section 10), and (:func:`colour_agreement`) how
+collapsed masks (coverage < 1% or > 99%), and (:func:`colour_agreement`) how
 well they agree with a 2-means colour segmentation of the same images. The last one tells, without
 any real label, whether the masks follow the objects G draws: when the UNet's score on real images
 is low but this agreement is high, the gap is in the transfer from generated to real images.

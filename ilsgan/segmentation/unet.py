@@ -1,4 +1,4 @@
-"""The 2-class UNet of the segmentation protocol (ILSGAN.md section 8, item 3).
+"""The 2-class UNet of the segmentation protocol (:mod:`ilsgan.segmentation.protocol`, step 2).
 
 Encoder widths ``base * (1, 2, 4, 8, 8)`` (64-128-256-512-512 for ``base=64``) with 2x2 max-pooling,
 bilinear-upsampling decoder with skip concatenation, conv3x3-BN-ReLU x2 blocks, 1x1 head to 2 logits.

@@ -1,8 +1,10 @@
-"""The ILSGAN training system: :func:`training_loop` (phases, G_ema, augmentation, snapshots,
-checkpoints, resume, data-parallel), used by the CLI ``python -m ilsgan.train``."""
+"""The ILSGAN training system: :func:`prepare_run` (configuration + resume choice -> a prepared run,
+done once) and :func:`train` (phases, G_ema, augmentation, snapshots, checkpoints, resume,
+data-parallel), used by the CLI ``python -m ilsgan.train``."""
 
 from .faults import PeerLost, RunAborted
-from .loop import InfiniteSampler, StopRequest, lazy_adam_params, loss_weights_from_config, training_loop
+from .loop import InfiniteSampler, Trainer, lazy_adam_params, train
+from .prepare import PreparedRun, StopRequest, op_backends, open_training_data, prepare_run
 
-__all__ = ["training_loop", "InfiniteSampler", "StopRequest", "lazy_adam_params", "loss_weights_from_config",
-           "RunAborted", "PeerLost"]
+__all__ = ["prepare_run", "train", "PreparedRun", "Trainer", "InfiniteSampler", "StopRequest", "lazy_adam_params",
+           "op_backends", "open_training_data", "RunAborted", "PeerLost"]

@@ -23,12 +23,12 @@ from typing import Iterable, List
 import torch
 import torch.distributed as dist
 
+from ..config import DEFAULT_DIST_TIMEOUT_S
+
 __all__ = ["DistInfo", "init_from_env", "sync_grads", "broadcast_module", "all_reduce_mean", "any_flag", "any_flags",
            "cleanup", "abort", "DEFAULT_TIMEOUT_S"]
 
-# Longer than rank 0 takes for a snapshot (grid, plot, a paper128 checkpoint on a slow disk) while the
-# other ranks wait in the next collective; short enough that a hung peer does not hold a job for long.
-DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_TIMEOUT_S = DEFAULT_DIST_TIMEOUT_S  # the reason for its value: ilsgan.config
 
 
 @dataclass
