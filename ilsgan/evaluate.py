@@ -209,11 +209,11 @@ def comparison(report: dict) -> str:
 
 def _pair_shift(value: str, G) -> float:
     if value == "train":
-        cfg = getattr(G, "ilsgan_config", None) or {}
-        if "shift_max" not in cfg:
+        cfg = getattr(G, "ilsgan_config", None)  # the TrainConfig of a checkpoint (load_generator)
+        if cfg is None:
             raise SystemExit("error: --pair-shift train: the checkpoint does not record its training shift; "
                              "pass a number")
-        return float(cfg["shift_max"])
+        return float(cfg.loss.shift)
     try:
         shift = float(value)
     except ValueError:
