@@ -36,20 +36,31 @@ def _sync():
 
 
 class TrainStep:
-    """The loop's phases (same loss code as :func:`ilsgan.training.train`) on fixed-size random data."""
+    """The loop's phases (same loss code as :func:`ilsgan.training.train`) on fixed-size random data.
 
-    def __init__(self, preset: str, impl: str, batch: int = BATCH, resolution=None, device=DEVICE):
+    ``overrides``: settings to change (names of :mod:`ilsgan.config`, e.g. ``precision``,
+    ``num_fp16_res``); ``channels_last``: the mixed-precision blocks keep their weights and activations
+    channels_last (the networks' ``fp16_channels_last``)."""
+
+    def __init__(self, preset: str, impl: str, batch: int = BATCH, resolution=None, device=DEVICE,
+                 overrides=None, channels_last: bool = False):
         from ilsgan.augment import AugmentPipe
         from ilsgan.config import get_preset
         from ilsgan.losses.gan import ILSGANLoss
-        from ilsgan.networks import build_networks
+        from ilsgan.networks import (Discriminator, LayeredGenerator, build_networks, discriminator_kwargs,
+                                     generator_kwargs)
         from ilsgan.training import lazy_adam_params
         cfg = get_preset(preset).replace(batch=batch)
         if resolution:
             cfg = cfg.replace(resolution=resolution)
+        cfg = cfg.replace(**(overrides or {}))
         torch.manual_seed(0)
         self.cfg = cfg
-        self.G, self.D = build_networks(cfg, impl=impl, device=device)
+        if channels_last:
+            self.G = LayeredGenerator(impl=impl, fp16_channels_last=True, **generator_kwargs(cfg)).to(device).train()
+            self.D = Discriminator(impl=impl, fp16_channels_last=True, **discriminator_kwargs(cfg)).to(device).train()
+        else:
+            self.G, self.D = build_networks(cfg, impl=impl, device=device)
         self.G.requires_grad_(False)
         self.D.requires_grad_(False)
         aug, opt = cfg.augment, cfg.optim

@@ -302,18 +302,24 @@ def config_from_v1(flat: Dict[str, Any], meta: Optional[Dict[str, Any]] = None) 
         raise ConfigError(f"written by an earlier ilsgan, its settings could not be mapped: {e}") from None
 
 
+# network settings that the weights do not depend on (the dtype the mixed-precision blocks compute in)
+_WEIGHTLESS = ("precision",)
+
+
 def check_config_compatible(saved: TrainConfig, wanted: TrainConfig, where: str = "checkpoint"
                             ) -> List[Tuple[str, Any, Any]]:
     """Compare two configs setting by setting. Raise :class:`CheckpointError` naming every network
     setting that differs (the weights would not fit); return ``(name, saved, wanted)`` of the other
-    settings that differ (what a resume changes), the per-invocation ``session`` settings left out."""
-    arch = saved.differences(wanted, sections=("network",))
+    settings that differ (what a resume changes), the per-invocation ``session`` settings left out.
+    ``precision`` is a network setting that leaves the weights as they are: it may differ."""
+    arch = [d for d in saved.differences(wanted, sections=("network",)) if d[0] not in _WEIGHTLESS]
     if arch:
         raise CheckpointError(f"{where} was trained with another network config ("
                               + "; ".join(f"{k}: {where} has {a!r}, requested {b!r}" for k, a, b in arch)
                               + "). Resume with the same --preset/--resolution/overrides, "
                               "or start a new run in another --outdir.")
-    return saved.differences(wanted, sections=("optim", "loss", "augment", "data", "run"))
+    return ([d for d in saved.differences(wanted, sections=("network",)) if d[0] in _WEIGHTLESS]
+            + saved.differences(wanted, sections=("optim", "loss", "augment", "data", "run")))
 
 
 def load_generator(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu", which: str = "G_ema",

@@ -8,7 +8,8 @@ names are unique over all sections, so a key names exactly one field.
 Sections (:class:`TrainConfig` holds one of each):
 
 ``network`` (:class:`NetworkConfig`)
-    The architecture of G and D. A run can only resume from a checkpoint with the same values.
+    The architecture of G and D. A run can only resume from a checkpoint with the same values
+    (``precision`` excepted: the dtype the mixed-precision blocks compute in).
 ``optim`` (:class:`OptimConfig`)
     Batch, Adam, lazy regularization, G_ema, the non-finite gradient guard.
 ``loss`` (:class:`LossConfig`)
@@ -136,7 +137,10 @@ def _positive(name: str, v, allow_none: bool = False, zero: bool = False) -> Non
 @dataclass(frozen=True)
 class NetworkConfig(_Section):
     """The architecture. Channels per resolution ``R``: ``min(channel_base // R, channel_max)``, for G
-    and D alike; ``num_fp16_res``: float16 on that many of the top resolutions (CUDA only)."""
+    and D alike; ``num_fp16_res``: 16-bit compute on that many of the top resolutions, in the dtype of
+    ``precision`` (:mod:`ilsgan.precision`: ``"auto"`` = float16 on CUDA, bfloat16 on a CPU with native
+    bf16, else float32; ``"fp32"``; ``"bf16"``). ``precision`` does not change the weights: a resume
+    may change it (:func:`ilsgan.checkpoints.check_config_compatible`)."""
     resolution: int = 64             # training resolution (a power of two >= 8)
     z_dim: int = 512
     w_dim: int = 512
@@ -146,6 +150,7 @@ class NetworkConfig(_Section):
     channel_base: int = 16384
     channel_max: int = 256
     num_fp16_res: int = 4
+    precision: str = _opt("auto", choices=("auto", "fp32", "bf16"))
     conv_clamp: Optional[int] = 256
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1

@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt(g, "--device", "'cpu', 'cuda' or 'cuda:N' (none: cuda if available, else cpu)")
     opt(g, "--impl", "op backend for every op (forcing one that cannot run is an error)",
         choices=("auto", "ref", "cpu", "cuda", "triton"))
+    opt(g, "--precision", "dtype of the mixed-precision resolutions (num_fp16_res): 'auto' = float16 on CUDA, "
+                          "bfloat16 on a CPU with native bf16 (avx512_bf16/amx_bf16), else float32; 'bf16' = "
+                          "bfloat16 (float32 weights and losses either way)", choices=("auto", "fp32", "bf16"))
     opt(g, "--threads", "CPU threads for torch (none: torch's choice)", check=_positive_int)
     opt(g, "--cpu-malloc", "CPU runs: 'tuned' makes glibc keep freed tensors for reuse instead of returning "
                            "them to the OS (paper64 on 2 cores: 1.5x faster); 'default' leaves malloc alone",
@@ -272,6 +275,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _header(run, implicit_demo: bool) -> None:
+    from .precision import summary as precision_summary
     cfg = run.config
     world = int(os.environ.get("WORLD_SIZE", "1"))
     minutes = cfg.session.minutes
@@ -288,6 +292,7 @@ def _header(run, implicit_demo: bool) -> None:
     print(f"op backends on {run.device.type} (--impl {impl}):")
     for op, b in run.op_backends.items():
         print(f"  {op:18s} {b}{forced}")
+    print(precision_summary(cfg.network.precision, run.device, cfg.network.num_fp16_res))
     for note in run.notes:
         print(note)
     if run.changes:

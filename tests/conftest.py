@@ -37,3 +37,37 @@ def require_backend(spec, backend: str) -> torch.device:
             pytest.fail(f"{spec.name}: required backend {backend!r} cannot run: {reason}")
         pytest.skip(f"{spec.name}/{backend}: {reason}")
     return device
+
+
+# bfloat16 checks (cpu kernels vs ref): a bf16 result against the float64 ref evaluated on the same
+# (upcast) bf16 inputs. With float32 math inside and one rounding of the output, an element is off
+# by ~2^-9 of its size; 1e-2 of the size plus 1e-2 of the largest element leaves room for the
+# roundings between ops. ``norm=True``: the relative L2 error instead (for gradients behind an
+# activation kink or a clamp, where the bf16 rounding of an input may flip single elements).
+BF16_RTOL = 1e-2
+
+
+def bf16_randn(*shape, seed=0, scale=1.0, noncontig=False):
+    """Fresh random bfloat16 values (never exactly zero); ``noncontig``: a strided slice of them."""
+    g = torch.Generator().manual_seed(seed)
+    full = list(shape)
+    if noncontig:
+        full[-1] *= 2
+    x = torch.randn(full, generator=g, dtype=torch.float64) * scale
+    x = torch.where(x.abs() < 1e-3 * scale, torch.full_like(x, 1e-3 * scale), x).to(torch.bfloat16)
+    if noncontig:
+        x = x[..., ::2]
+        assert not x.is_contiguous()
+    return x
+
+
+def assert_close_bf16(got, want, what="", rtol=BF16_RTOL, norm=False):
+    got, want = got.detach().double().cpu(), want.detach().double().cpu()
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert torch.isfinite(got).all(), f"{what}: non-finite values"
+    if norm:
+        err = (got - want).norm() / want.norm().clamp_min(1e-30)
+        assert err <= rtol, f"{what}: relative L2 error {err:.3g} > {rtol}"
+        return
+    scale = want.abs().max().item()
+    torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{what}: {m}")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import require_backend
+from conftest import assert_close_bf16, bf16_randn, require_backend
 from ilsgan.ops import BackendUnavailableError
 from ilsgan.ops._composite import SPEC, composite, shift_ref
 
@@ -122,10 +122,6 @@ def test_layouts(backend):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16])
 def test_low_precision(backend, dtype):
     device = require_backend(SPEC, backend)
-    if dtype == torch.bfloat16 and device.type == "cpu" and backend == "cpu":
-        with pytest.raises(BackendUnavailableError, match="bfloat16"):
-            composite(*_inputs(1, 3, 4, 4, device, dtype), impl=backend)
-        return
     f, b, m = _inputs(2, 3, 6, 7, device, dtype)
     shift = torch.tensor([[1, 2], [-1, 0]], device=device)
     got = composite(f, b, m, shift, impl=backend)
@@ -134,6 +130,29 @@ def test_low_precision(backend, dtype):
     tol = 1e-2 if dtype != torch.float32 else 1e-6
     torch.testing.assert_close(got[0].float(), want[0], rtol=tol, atol=tol)
     torch.testing.assert_close(got[1].float(), want[1], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_bfloat16_cpu_vs_ref(shifted):
+    """cpu kernels on bfloat16 (float32 math) against ref in float64 on the same values: forward and
+    gradients, odd sizes, a non-contiguous f."""
+    require_backend(SPEC, "cpu")
+    N, C, H, W = 3, 3, 7, 5
+    f = bf16_randn(N, C, H, W, seed=1, noncontig=True)
+    b = bf16_randn(N, C, H, W, seed=2)
+    m = torch.rand(N, 1, H, W, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    go, gms = bf16_randn(N, C, H, W, seed=4), bf16_randn(N, 1, H, W, seed=5)
+    shift = torch.tensor([[1, -2], [0, 3], [-4, 1]]) if shifted else None
+    res = {}
+    for impl, dt in (("cpu", torch.bfloat16), ("ref", torch.float64)):
+        leaves = [t.detach().to(dt).requires_grad_(True) for t in (f, b, m)]
+        out, ms = composite(*leaves, shift, impl=impl)
+        loss = (out * go.to(dt)).sum() + ((ms * gms.to(dt)).sum() if shifted else 0)
+        res[impl] = (out, ms) + torch.autograd.grad(loss, leaves)
+    assert res["cpu"][0].dtype == torch.bfloat16
+    for name, got, want in zip(("out", "ms", "gf", "gb", "gm"), res["cpu"], res["ref"]):
+        assert got.dtype == torch.bfloat16, name
+        assert_close_bf16(got, want, f"composite bf16 {name} shifted={shifted}")
 
 
 def test_validation():

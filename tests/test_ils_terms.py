@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import require_backend
+from conftest import assert_close_bf16, bf16_randn, require_backend
 from ilsgan.ops import BackendUnavailableError
 from ilsgan.ops._ils_terms import MASK_SPEC, SPEC, ils_terms, mask_terms
 
@@ -98,10 +98,6 @@ def test_mask_terms(backend):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16])
 def test_low_precision(backend, dtype):
     device = require_backend(SPEC, backend)
-    if dtype == torch.bfloat16 and backend == "cpu":
-        with pytest.raises(BackendUnavailableError, match="bfloat16"):
-            ils_terms(*_inputs(2, 3, 4, 4, device, dtype), *_perms(2, device), impl=backend)
-        return
     f, b, m = _inputs(4, 3, 8, 9, device, dtype)
     p1, p2 = _perms(4, device)
     got = ils_terms(f, b, m, p1, p2, impl=backend)
@@ -110,6 +106,33 @@ def test_low_precision(backend, dtype):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)  # fp32 math on the same values
     got = mask_terms(m, impl=backend)
     torch.testing.assert_close(got.double(), mask_terms(m.double(), impl="ref"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dist", DISTS)
+def test_bfloat16_cpu_vs_ref(dist):
+    """cpu kernels on bfloat16 against ref in float64 on the same values. The terms come back in
+    float32, summed in float32: within float32 rounding of the float64 sums over 3x33x31 elements
+    (bfloat16 sums would be off by ~1e-2). Gradients (bfloat16) at bf16 tolerance; odd sizes, a
+    non-contiguous f, values across the gradient gate at |v| = 1."""
+    require_backend(SPEC, "cpu")
+    N, C, H, W = 3, 3, 33, 31
+    f = bf16_randn(N, C, H, W, seed=1, scale=0.8, noncontig=True)
+    b = bf16_randn(N, C, H, W, seed=2, scale=0.8)
+    m = torch.rand(N, 1, H, W, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    p1, p2 = torch.tensor([2, 0, 1]), torch.tensor([1, 2, 0])
+    w = torch.randn(N, 4, generator=torch.Generator().manual_seed(4))
+    res = {}
+    for impl, dt in (("cpu", torch.bfloat16), ("ref", torch.float64)):
+        leaves = [t.detach().to(dt).requires_grad_(True) for t in (f, b, m)]
+        terms = ils_terms(*leaves, p1, p2, dist, impl=impl)
+        mt = mask_terms(leaves[2], impl=impl)
+        res[impl] = (terms, mt) + torch.autograd.grad((terms * w.to(terms.dtype)).sum() + mt.sum(), leaves)
+    assert res["cpu"][0].dtype == torch.float32 and res["cpu"][1].dtype == torch.float32
+    torch.testing.assert_close(res["cpu"][0].double(), res["ref"][0], rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(res["cpu"][1].double(), res["ref"][1], rtol=2e-6, atol=1e-7)
+    for name, got, want in zip(("gf", "gb", "gm"), res["cpu"][2:], res["ref"][2:]):
+        assert got.dtype == torch.bfloat16, name
+        assert_close_bf16(got, want, f"ils_terms bf16 {dist} {name}")
 
 
 @pytest.mark.parametrize("backend", FAST)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import require_backend
+from conftest import assert_close_bf16, bf16_randn, require_backend
 from test_conv2d_resample import conv2d_resample_oracle, ensure_upfirdn2d, make_filter
 
 from ilsgan.ops import BackendUnavailableError, bias_act, modulated_conv2d
@@ -200,6 +200,56 @@ def test_half_precision_prenormalization(backend):
     for k, v in leaves.items():
         if v is not None:
             assert v.grad is not None and torch.isfinite(v.grad).all(), k
+
+
+# (k, up, down, act, clamp, noise kind, fused_modconv): the network's layers and the kernels' paths
+BF16_CASES = [
+    (3, 1, 1, "lrelu", 256.0, "pixel", None),   # SynthesisLayer: shared-weight conv + epilogue
+    (3, 2, 1, "lrelu", 2.5, "pixel", None),     # up-sampling SynthesisLayer, a clamp that is hit
+    (1, 1, 1, "linear", 256.0, None, None),     # ToRGB: the cpu 1x1 kernel
+    (3, 1, 2, "relu", None, "full", False),
+    (3, 1, 1, "tanh", None, None, True),        # per-sample weights; unfused act on bias_act
+]
+
+
+@pytest.mark.parametrize("case", range(len(BF16_CASES)))
+def test_bfloat16_cpu_vs_ref(case):
+    """bfloat16 activations with float32 weight and styles (the networks' mixed precision) on the cpu
+    backend against ref in float64 on the same values: forward elementwise at bf16 tolerance,
+    gradients of x, weight, styles, noise and bias by relative L2 error, within 1e-2 or within 1.5x
+    the error of plain torch in bfloat16 (ref on the same bf16 inputs): the rounding of the conv
+    output to bf16 flips single elements across the activation's kink or the clamp, which no
+    accumulation type avoids. Odd sizes, non-contiguous x."""
+    require_backend(SPEC, "cpu")
+    k, up, down, act, clamp, noise_kind, fused = BF16_CASES[case]
+    n, i, o, h, w = 3, 5, 6, 7, 9
+    x = bf16_randn(n, i, h, w, seed=case, noncontig=True)
+    g = torch.Generator().manual_seed(100 + case)
+    weight = torch.randn(o, i, k, k, generator=g)
+    styles = torch.randn(n, i, generator=g) + 1
+    bias = bf16_randn(o, seed=200 + case)
+    oh, ow = (h * up) // down, (w * up) // down
+    noise = {None: None, "pixel": bf16_randn(n, 1, oh, ow, seed=300 + case),
+             "full": bf16_randn(n, o, oh, ow, seed=300 + case)}[noise_kind]
+    opts = dict(up=up, down=down, padding=k // 2, resample_filter=make_filter() if up > 1 or down > 1 else None,
+                flip_weight=up == 1, demodulate=k == 3, act=act, clamp=clamp, fused_modconv=fused)
+    dy = bf16_randn(n, o, oh, ow, seed=400 + case)
+    args = dict(x=x, weight=weight, styles=styles, noise=noise, bias=bias)
+    res = {}
+    for impl, xdt, wdt in (("cpu", torch.bfloat16, torch.float32), ("ref", torch.bfloat16, torch.float32),
+                           ("ref64", torch.float64, torch.float64)):
+        leaves = {key: (v.detach().to(xdt if v.dtype == torch.bfloat16 else wdt).requires_grad_(True)
+                        if v is not None else None) for key, v in args.items()}
+        y = modulated_conv2d(**leaves, **opts, impl=impl[:3])
+        names = [key for key, v in leaves.items() if v is not None]
+        res[impl] = (y, dict(zip(names, torch.autograd.grad(y, [leaves[key] for key in names], dy.to(y.dtype)))))
+    (y1, g1), (yb, gb), (y0, g0) = res["cpu"], res["ref"], res["ref64"]
+    assert y1.dtype == torch.bfloat16 and g1["x"].dtype == torch.bfloat16 and g1["weight"].dtype == torch.float32
+    assert_close_bf16(y1, y0, f"modconv bf16 case {case} y", rtol=2e-2)
+    for key in g0:
+        torch_err = ((gb[key].double() - g0[key]).norm() / g0[key].norm()).item()
+        assert_close_bf16(g1[key], g0[key], f"modconv bf16 case {case} grad {key} (torch bf16: {torch_err:.3g})",
+                          rtol=max(1e-2, 1.5 * torch_err), norm=True)
 
 
 def test_demodulation_without_per_sample_weight_matches_definition():

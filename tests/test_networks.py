@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ilsgan.config import NetworkConfig
+from ilsgan.precision import cpu_has_native_bf16
 from ilsgan.networks import (Discriminator, LayeredGenerator, build_networks, compute_dtype, discriminator_kwargs,
                              generator_kwargs, set_impl)
 
@@ -159,11 +160,15 @@ def test_w_avg_tracking():
 
 
 def test_fp16_falls_back_to_fp32_on_cpu():
-    assert compute_dtype(True, torch.device("cpu")) == torch.float32
+    # float16 never runs on CPU; "auto" picks bfloat16 there only on a CPU with native bf16
+    # (tests/test_precision.py covers bfloat16)
+    auto_cpu = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert compute_dtype(True, torch.device("cpu")) == auto_cpu
+    assert compute_dtype(True, torch.device("cpu"), precision="fp32") == torch.float32
     assert compute_dtype(True, torch.device("cuda")) == torch.float16
     assert compute_dtype(True, torch.device("cuda"), force_fp32=True) == torch.float32
     torch.manual_seed(0)
-    G16, D16 = build_networks(dataclasses.replace(TINY, num_fp16_res=2))
+    G16, D16 = build_networks(dataclasses.replace(TINY, num_fp16_res=2, precision="fp32"))
     G32, D32 = build_networks(dataclasses.replace(TINY, num_fp16_res=0))
     assert any(getattr(G16.fg.synthesis, f"b{r}").use_fp16 for r in G16.fg.synthesis.block_resolutions)
     G32.load_state_dict(G16.state_dict())

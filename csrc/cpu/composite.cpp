@@ -4,7 +4,7 @@
 // x-ranges so that the inner loops are contiguous and branch-free (vectorized by -O3 -march=native).
 // Backward in one pass over rows: gb (output domain) and gf, gm (input domain, adjoint shift) for
 // the same row index. Inputs are contiguous NCHW (the Python wrapper guarantees it); float32,
-// float64 and float16 (computed in float32).
+// float64, float16 and bfloat16 (16-bit types computed in float32).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -165,7 +165,7 @@ std::tuple<at::Tensor, at::Tensor> composite_fwd(const at::Tensor& f, const at::
   const int64_t N = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3);
   if (f.numel() == 0) return {out, ms};
   const int64_t* S = shift.has_value() ? shift->data_ptr<int64_t>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, f.scalar_type(), "composite_fwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "composite_fwd", [&] {
     fwd_kernel<scalar_t>(f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), S,
                          out.data_ptr<scalar_t>(), shift.has_value() ? ms.data_ptr<scalar_t>() : nullptr, N, C, H, W);
   });
@@ -192,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd(const at::Tensor& g
     return {gf, gb, gm};
   }
   const int64_t* S = shift.has_value() ? shift->data_ptr<int64_t>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, f.scalar_type(), "composite_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "composite_bwd", [&] {
     bwd_kernel<scalar_t>(go.data_ptr<scalar_t>(), gms.has_value() ? gms->data_ptr<scalar_t>() : nullptr,
                          f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), S,
                          gf.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(), gm.data_ptr<scalar_t>(), N, C, H, W);

@@ -7,7 +7,7 @@
 // Backward: one pass, parallel over samples j; the negative terms' gradient into sample j as the
 // permuted "x" side is gathered through the inverse permutation (no scatter, no atomics); the
 // mask gradient is summed over channels in a row buffer. The gradient gate zeroes gf where
-// |f| >= 1 and gb where |b| >= 1. Contiguous NCHW inputs; float32, float64, float16 (float32 math).
+// |f| >= 1 and gb where |b| >= 1. Contiguous NCHW inputs; float32, float64, float16, bfloat16 (16-bit types: float32 math).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -170,7 +170,7 @@ at::Tensor ils_terms_fwd(const at::Tensor& f, const at::Tensor& b, const at::Ten
   TORCH_CHECK(dist == 0 || dist == 1, "ils_terms: dist must be 0 (laplace) or 1 (gaussian)");
   auto out = at::empty({N, 4}, f.options().dtype(out_type(f.scalar_type())));
   if (f.numel() == 0) return out.fill_(0);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, f.scalar_type(), "ils_terms_fwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "ils_terms_fwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     auto fn = dist == 0 ? ils_fwd_kernel<0, scalar_t> : ils_fwd_kernel<1, scalar_t>;
     fn(f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), perm1.data_ptr<int64_t>(),
@@ -203,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ils_terms_bwd(const at::Tensor& g
   auto gb = at::empty_like(b, at::MemoryFormat::Contiguous);
   auto gm = at::zeros_like(m, at::MemoryFormat::Contiguous);
   if (f.numel() == 0) return {gf, gb, gm};
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, f.scalar_type(), "ils_terms_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "ils_terms_bwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     auto fn = dist == 0 ? ils_bwd_kernel<0, scalar_t> : ils_bwd_kernel<1, scalar_t>;
     fn(g.data_ptr<acc_t>(), f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
@@ -261,7 +261,7 @@ at::Tensor mask_terms_fwd(const at::Tensor& m) {
   const int64_t N = m.size(0), D = m.numel() / std::max<int64_t>(1, N);
   auto out = at::empty({N, 2}, m.options().dtype(out_type(m.scalar_type())));
   if (m.numel() == 0) return out.fill_(0);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, m.scalar_type(), "mask_terms_fwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "mask_terms_fwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     mask_fwd_kernel<scalar_t>(m.data_ptr<scalar_t>(), out.data_ptr<acc_t>(), N, D);
   });
@@ -276,7 +276,7 @@ at::Tensor mask_terms_bwd(const at::Tensor& g, const at::Tensor& m) {
               "mask_terms_bwd: g must be a contiguous [N,2] tensor of the forward output's dtype");
   auto gm = at::empty_like(m, at::MemoryFormat::Contiguous);
   if (m.numel() == 0) return gm;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, m.scalar_type(), "mask_terms_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "mask_terms_bwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     mask_bwd_kernel<scalar_t>(g.data_ptr<acc_t>(), m.data_ptr<scalar_t>(), gm.data_ptr<scalar_t>(), N, D);
   });

@@ -13,9 +13,9 @@
 //   dw[n,o,i] = sum_p dz[n,o,p] x[n,i,p] in ONE pass over x (the layer is memory-bound: x is the
 //   only large tensor; a BLAS formulation reads it twice and runs at small-O GEMM efficiency).
 //
-// The 1x1 kernels take NCHW-contiguous x/z/dz (float16/32/64) and w in the compute dtype.
+// The 1x1 kernels take NCHW-contiguous x/z/dz (float16/bfloat16/float32/float64) and w in the compute dtype.
 // z/y/dy/dz (and noise in mode 2) are NCHW- or channels_last-contiguous (same layout); z is
-// float16/float32/float64, computed in float32 (float64 for float64). d [N,O], b [O], noise mode 1
+// float16/bfloat16/float32/float64, computed in float32 (float64 for float64). d [N,O], b [O], noise mode 1
 // [N,H*W] and the reductions are in the compute dtype. act: 1 linear, 2 relu, 3 lrelu (alpha >= 0).
 // clamp < 0 disables the clamp. Parallel over samples (the reductions stay deterministic: each
 // sample's sums are computed by one thread in a fixed order; db sums the per-sample partials).
@@ -65,8 +65,9 @@ void check_common(const at::Tensor& z, const at::Tensor& d, const at::Tensor& no
                   int64_t noise_mode, int64_t act, at::ScalarType acc) {
   TORCH_CHECK(z.dim() == 4, "modulated_conv2d: z must be 4-D");
   TORCH_CHECK(z.device().is_cpu(), "modulated_conv2d: cpu kernels need CPU tensors");
-  TORCH_CHECK(z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble || z.scalar_type() == at::kHalf,
-              "modulated_conv2d: z must be float16, float32 or float64");
+  TORCH_CHECK(z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble || z.scalar_type() == at::kHalf ||
+                  z.scalar_type() == at::kBFloat16,
+              "modulated_conv2d: z must be float16, bfloat16, float32 or float64");
   const int64_t N = z.size(0), O = z.size(1), HW = z.size(2) * z.size(3);
   TORCH_CHECK(d.scalar_type() == acc && d.is_contiguous() && d.dim() == 2 && d.size(0) == N && d.size(1) == O,
               "modulated_conv2d: d must be a contiguous [N, O] tensor of the compute dtype");
@@ -164,7 +165,7 @@ at::Tensor modconv_epilogue_fwd(const at::Tensor& z, const c10::optional<at::Ten
   at::Tensor y = at::empty_like(z);
   if (z.numel() == 0) return y;
   const double cl = clamp < 0 ? std::numeric_limits<double>::infinity() : clamp;
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(z.scalar_type(), "modconv_epilogue_fwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "modconv_epilogue_fwd", [&] {
     using A = typename Acc<scalar_t>::type;
     const A* nzp = noise.defined() ? noise.data_ptr<A>() : nullptr;
     const Dims dims{N, O, HW};
@@ -297,7 +298,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modconv_epilogue_bwd(
     dn.zero_();
   } else {
     const double cl = clamp < 0 ? std::numeric_limits<double>::infinity() : clamp;
-    AT_DISPATCH_FLOATING_TYPES_AND_HALF(z.scalar_type(), "modconv_epilogue_bwd", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "modconv_epilogue_bwd", [&] {
       using A = typename Acc<scalar_t>::type;
       const A* nzp = noise.defined() ? noise.data_ptr<A>() : nullptr;
       A* dnp = noise_mode != 0 ? dn.data_ptr<A>() : nullptr;
@@ -384,8 +385,9 @@ void scale_bwd_kernel(const T* __restrict g, const T* __restrict x, const typena
 std::tuple<at::Tensor, at::Tensor> modconv_scale_bwd(const at::Tensor& dxs, const at::Tensor& x, const at::Tensor& s,
                                                      bool need_ds) {
   TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "modulated_conv2d: x must be a 4-D CPU tensor");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf,
-              "modulated_conv2d: x must be float16, float32 or float64");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf ||
+                  x.scalar_type() == at::kBFloat16,
+              "modulated_conv2d: x must be float16, bfloat16, float32 or float64");
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   const at::ScalarType acc = acc_type(x);
   const Layout layout = layout_of(x, "x");
@@ -396,7 +398,7 @@ std::tuple<at::Tensor, at::Tensor> modconv_scale_bwd(const at::Tensor& dxs, cons
   at::Tensor dx = at::empty_like(x);
   at::Tensor ds = need_ds ? at::zeros({N, C}, x.options().dtype(acc)) : at::empty({0}, x.options().dtype(acc));
   if (x.numel() == 0) return std::make_tuple(dx, ds);
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "modconv_scale_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modconv_scale_bwd", [&] {
     using A = typename Acc<scalar_t>::type;
     scale_bwd_kernel<scalar_t>(dxs.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), s.data_ptr<A>(),
                                dx.data_ptr<scalar_t>(), need_ds ? ds.data_ptr<A>() : nullptr, N, C, HW, layout,
@@ -509,8 +511,9 @@ void with_outputs(int64_t O, F&& f) {
 void check_1x1(const at::Tensor& x, const at::Tensor& w) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(),
               "modulated_conv2d: x must be an NCHW-contiguous CPU tensor [N, I, H, W]");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf,
-              "modulated_conv2d: x must be float16, float32 or float64");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf ||
+                  x.scalar_type() == at::kBFloat16,
+              "modulated_conv2d: x must be float16, bfloat16, float32 or float64");
   TORCH_CHECK(w.dim() == 3 && w.is_contiguous() && w.scalar_type() == acc_type(x) && w.size(0) == x.size(0) &&
                   w.size(2) == x.size(1),
               "modulated_conv2d: w must be a contiguous [N, O, I] tensor of the compute dtype");
@@ -523,7 +526,7 @@ at::Tensor modconv_1x1_fwd(const at::Tensor& x, const at::Tensor& w) {
   const int64_t N = x.size(0), I = x.size(1), O = w.size(1), P = x.size(2) * x.size(3);
   at::Tensor z = at::empty({N, O, x.size(2), x.size(3)}, x.options());
   if (z.numel() == 0) return z;
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "modconv_1x1_fwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modconv_1x1_fwd", [&] {
     using A = typename Acc<scalar_t>::type;
     with_outputs(O, [&](auto oc) {
       conv1x1_fwd_kernel<scalar_t, decltype(oc)::value>(x.data_ptr<scalar_t>(), w.data_ptr<A>(),
@@ -546,7 +549,7 @@ std::tuple<at::Tensor, at::Tensor> modconv_1x1_bwd(const at::Tensor& dz, const a
     if (need_dw) dw.zero_();
     return std::make_tuple(dx, dw);
   }
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "modconv_1x1_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modconv_1x1_bwd", [&] {
     using A = typename Acc<scalar_t>::type;
     with_outputs(O, [&](auto oc) {
       conv1x1_bwd_kernel<scalar_t, decltype(oc)::value>(dz.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),

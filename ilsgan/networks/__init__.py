@@ -6,7 +6,8 @@ changes it on a built network."""
 from .build import build_networks, discriminator_kwargs, generator_kwargs
 from .discriminator import Discriminator, DiscriminatorBlock, DiscriminatorEpilogue
 from .layered import Generator, LayeredGenerator
-from .layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, compute_dtype, normalize_2nd_moment, set_impl
+from .layers import (Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, compute_dtype, normalize_2nd_moment, set_impl,
+                     set_precision)
 from .mapping import MappingNetwork
 from .synthesis import SynthesisBlock, SynthesisLayer, SynthesisNetwork, ToRGBLayer, channels_per_resolution
 
@@ -14,6 +15,6 @@ __all__ = [
     "build_networks", "generator_kwargs", "discriminator_kwargs",
     "LayeredGenerator", "Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer",
     "ToRGBLayer", "Discriminator", "DiscriminatorBlock", "DiscriminatorEpilogue", "FullyConnectedLayer",
-    "Conv2dLayer", "MinibatchStdLayer", "compute_dtype", "normalize_2nd_moment", "set_impl",
+    "Conv2dLayer", "MinibatchStdLayer", "compute_dtype", "normalize_2nd_moment", "set_impl", "set_precision",
     "channels_per_resolution",
 ]

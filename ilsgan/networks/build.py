@@ -31,7 +31,8 @@ def generator_kwargs(spec: NetworkSpec, resolution: Optional[int] = None) -> Dic
     return dict(z_dim=n.z_dim, w_dim=n.w_dim, img_resolution=resolution or n.resolution, img_channels=3,
                 mapping_layers=n.mapping_layers, mapping_lr_multiplier=n.mapping_lr_multiplier,
                 w_avg_beta=n.w_avg_beta, channel_base=n.channel_base, channel_max=n.channel_max,
-                num_fp16_res=n.num_fp16_res, conv_clamp=n.conv_clamp, use_noise=n.use_noise)
+                num_fp16_res=n.num_fp16_res, conv_clamp=n.conv_clamp, use_noise=n.use_noise,
+                precision=n.precision)
 
 
 def discriminator_kwargs(spec: NetworkSpec, resolution: Optional[int] = None) -> Dict[str, Any]:
@@ -39,7 +40,8 @@ def discriminator_kwargs(spec: NetworkSpec, resolution: Optional[int] = None) ->
     n = _network(spec)
     return dict(img_resolution=resolution or n.resolution, img_channels=3, channel_base=n.channel_base,
                 channel_max=n.channel_max, num_fp16_res=n.num_fp16_res, conv_clamp=n.conv_clamp,
-                mbstd_group_size=n.mbstd_group_size, mbstd_num_channels=n.mbstd_num_channels)
+                mbstd_group_size=n.mbstd_group_size, mbstd_num_channels=n.mbstd_num_channels,
+                precision=n.precision)
 
 
 def build_networks(spec: NetworkSpec, resolution: Optional[int] = None, impl: str = "auto",

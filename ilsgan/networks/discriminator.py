@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..precision import check_precision
 from .layers import RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, compute_dtype
 from .synthesis import channels_per_resolution
 
@@ -28,12 +29,14 @@ class DiscriminatorBlock(nn.Module):
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int, img_channels: int,
                  activation: str = "lrelu", resample_filter=RESAMPLE_FILTER, conv_clamp: Optional[float] = None,
-                 use_fp16: bool = False, fp16_channels_last: bool = False, impl: str = "auto"):
+                 use_fp16: bool = False, fp16_channels_last: bool = False, impl: str = "auto",
+                 precision: str = "auto"):
         super().__init__()
         self.in_channels = in_channels
         self.resolution = resolution
         self.img_channels = img_channels
         self.use_fp16 = use_fp16
+        self.precision = check_precision(precision)
         self.channels_last = use_fp16 and fp16_channels_last
         cl = self.channels_last
         if in_channels == 0:
@@ -47,8 +50,8 @@ class DiscriminatorBlock(nn.Module):
                                 channels_last=cl, impl=impl)
 
     def forward(self, x: Optional[Tensor], img: Tensor, force_fp32: bool = False) -> Tensor:
-        dtype = compute_dtype(self.use_fp16, img.device, force_fp32, self.conv0.weight.dtype)
-        mf = torch.channels_last if (self.channels_last and dtype == torch.float16) else torch.contiguous_format
+        dtype = compute_dtype(self.use_fp16, img.device, force_fp32, self.conv0.weight.dtype, self.precision)
+        mf = torch.channels_last if (self.channels_last and not force_fp32) else torch.contiguous_format
         if self.in_channels == 0:
             x = self.fromrgb(img.to(dtype=dtype, memory_format=mf))
         else:
@@ -59,7 +62,7 @@ class DiscriminatorBlock(nn.Module):
         return y + x
 
     def extra_repr(self) -> str:
-        return f"resolution={self.resolution}, use_fp16={self.use_fp16}"
+        return f"resolution={self.resolution}, use_fp16={self.use_fp16}, precision={self.precision}"
 
 
 class DiscriminatorEpilogue(nn.Module):
@@ -92,17 +95,18 @@ class Discriminator(nn.Module):
         img_resolution: input resolution (power of two >= 8).
         img_channels: 3 (RGB; D never sees the mask).
         channel_base, channel_max: channel rule ``min(channel_base // res, channel_max)``.
-        num_fp16_res: float16 in the top ``num_fp16_res`` resolutions (not below 8; CUDA only).
+        num_fp16_res: 16-bit compute in the top ``num_fp16_res`` resolutions (not below 8).
         conv_clamp: activation clamp (256).
         mbstd_group_size, mbstd_num_channels: minibatch std (4, 1). The batch size must be divisible
             by ``min(group, N)``.
         impl: op backend of every layer.
+        precision: the 16-bit dtype of those resolutions (see :class:`~ilsgan.networks.SynthesisNetwork`).
     """
 
     def __init__(self, img_resolution: int = 64, img_channels: int = 3, channel_base: int = 16384,
                  channel_max: int = 256, num_fp16_res: int = 4, conv_clamp: Optional[float] = 256,
                  mbstd_group_size: int = 4, mbstd_num_channels: int = 1, fp16_channels_last: bool = False,
-                 impl: str = "auto"):
+                 impl: str = "auto", precision: str = "auto"):
         super().__init__()
         if img_resolution < 8 or img_resolution & (img_resolution - 1) != 0:
             raise ValueError(f"Discriminator: img_resolution must be a power of two >= 8, got {img_resolution}")
@@ -118,7 +122,7 @@ class Discriminator(nn.Module):
             in_channels = self.channels[res] if res < img_resolution else 0
             block = DiscriminatorBlock(in_channels, self.channels[res], self.channels[res // 2], res, img_channels,
                                        conv_clamp=conv_clamp, use_fp16=(num_fp16_res > 0 and res >= fp16_resolution),
-                                       fp16_channels_last=fp16_channels_last, impl=impl)
+                                       fp16_channels_last=fp16_channels_last, impl=impl, precision=precision)
             setattr(self, f"b{res}", block)
         self.b4 = DiscriminatorEpilogue(self.channels[4], resolution=4, mbstd_group_size=mbstd_group_size,
                                         mbstd_num_channels=mbstd_num_channels, conv_clamp=conv_clamp, impl=impl)

@@ -23,7 +23,7 @@ class Generator(nn.Module):
                  mapping_layers: int = 8, mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.995,
                  channel_base: int = 16384, channel_max: int = 256, num_fp16_res: int = 4,
                  conv_clamp: Optional[float] = 256, fp16_channels_last: bool = False, use_noise: bool = True,
-                 impl: str = "auto"):
+                 impl: str = "auto", precision: str = "auto"):
         super().__init__()
         self.z_dim = z_dim
         self.w_dim = w_dim
@@ -32,7 +32,7 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base=channel_base,
                                           channel_max=channel_max, num_fp16_res=num_fp16_res,
                                           conv_clamp=conv_clamp, fp16_channels_last=fp16_channels_last,
-                                          use_noise=use_noise, impl=impl)
+                                          use_noise=use_noise, impl=impl, precision=precision)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers,
                                       lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta, impl=impl)

@@ -6,9 +6,13 @@ paths go through :mod:`ilsgan.ops` only (``bias_act``, ``conv2d_resample``, ``mo
 ``upfirdn2d``); each layer has an ``impl`` attribute (``"auto"`` by default) that is passed to every
 op it calls, so ``impl="ref"`` forces a whole network onto the reference paths.
 
-Mixed precision: a block asked for float16 (``use_fp16``) computes in float16 **only on CUDA
-tensors**; on CPU it silently uses float32 (float16 convolutions on CPU are slow or unsupported in
-torch, and the layers clamp activations anyway). See :func:`compute_dtype`.
+Mixed precision: a block asked for 16-bit compute (``use_fp16``: the top ``num_fp16_res``
+resolutions) computes in the dtype its ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``; see
+:mod:`ilsgan.precision`) gives on the tensors' device: with ``"auto"`` float16 on CUDA, bfloat16 on
+a CPU with native bfloat16, float32 on other CPUs (float16 convolutions on CPU are slow or
+unsupported in torch). Parameters stay float32. See :func:`compute_dtype` and :func:`set_precision`.
+``fp16_channels_last`` keeps those blocks' weights and activations channels_last, whatever their
+dtype (NVlabs: unless ``force_fp32``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..precision import check_precision, low_precision_dtype
 
 __all__ = [
     "activation_gain",
@@ -29,21 +34,25 @@ __all__ = [
     "Conv2dLayer",
     "MinibatchStdLayer",
     "set_impl",
+    "set_precision",
 ]
 
 RESAMPLE_FILTER = (1, 3, 3, 1)
 
 
 def compute_dtype(use_fp16: bool, device: torch.device, force_fp32: bool = False,
-                  base: torch.dtype = torch.float32) -> torch.dtype:
-    """The dtype a block computes in: float16 if asked for, on CUDA and ``base`` is float32; else ``base``
-    (the parameters' dtype: float32 normally, float64 for a ``.double()`` network in tests).
+                  base: torch.dtype = torch.float32, precision: str = "auto") -> torch.dtype:
+    """The dtype a block computes in: for a mixed-precision block (``use_fp16``) with float32
+    parameters, the 16-bit dtype of ``precision`` on ``device``
+    (:func:`ilsgan.precision.low_precision_dtype`: ``"auto"`` = float16 on CUDA, bfloat16 on a CPU
+    with native bfloat16); else ``base`` (the parameters' dtype: float32 normally, float64 for a
+    ``.double()`` network in tests).
 
-    On CPU float16 is never used (documented fallback): torch's CPU float16 convolutions are slow
-    or missing, so a preset with ``num_fp16_res > 0`` runs in float32 on CPU.
+    float16 is never used on CPU: torch's CPU float16 convolutions are slow or missing, so there a
+    preset with ``num_fp16_res > 0`` runs in float32 unless bfloat16 is chosen or native.
     """
-    if use_fp16 and not force_fp32 and base == torch.float32 and torch.device(device).type == "cuda":
-        return torch.float16
+    if use_fp16 and not force_fp32 and base == torch.float32:
+        return low_precision_dtype(precision, device) or base
     return base
 
 
@@ -65,6 +74,16 @@ def set_impl(module: nn.Module, impl: str) -> nn.Module:
     for m in module.modules():
         if hasattr(m, "impl"):
             m.impl = impl
+    return module
+
+
+def set_precision(module: nn.Module, precision: str) -> nn.Module:
+    """Set the ``precision`` (``"auto"``, ``"fp32"`` or ``"bf16"``) of every mixed-precision block of
+    ``module`` (G, D or a part); returns it. Weights are untouched (always float32)."""
+    check_precision(precision)
+    for m in module.modules():
+        if hasattr(m, "precision") and hasattr(m, "use_fp16"):
+            m.precision = precision
     return module
 
 

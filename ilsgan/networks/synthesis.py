@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..precision import check_precision
 from .layers import RESAMPLE_FILTER, FullyConnectedLayer, activation_gain, compute_dtype
 
 __all__ = ["SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "SynthesisNetwork", "channels_per_resolution"]
@@ -115,13 +116,15 @@ class SynthesisBlock(nn.Module):
     """One resolution of the skip-architecture synthesis network.
 
     ``in_channels == 0`` makes it the first (4x4) block, starting from a learned constant.
-    ``use_fp16`` computes the block in float16 on CUDA (float32 on CPU; see ``layers.compute_dtype``).
+    ``use_fp16`` computes the block in the 16-bit dtype of ``precision`` on the input's device
+    (``"auto"``: float16 on CUDA, bfloat16 on a CPU with native bfloat16, else float32; see
+    ``layers.compute_dtype``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  is_last: bool, resample_filter=RESAMPLE_FILTER, conv_clamp: Optional[float] = None,
                  use_fp16: bool = False, fp16_channels_last: bool = False, use_noise: bool = True,
-                 impl: str = "auto"):
+                 impl: str = "auto", precision: str = "auto"):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -130,6 +133,7 @@ class SynthesisBlock(nn.Module):
         self.img_channels = img_channels
         self.is_last = is_last
         self.use_fp16 = use_fp16
+        self.precision = check_precision(precision)
         self.channels_last = use_fp16 and fp16_channels_last
         self.impl = impl
         self.register_buffer("resample_filter", ops.setup_filter(resample_filter))
@@ -154,8 +158,8 @@ class SynthesisBlock(nn.Module):
         """``ws``: ``[N, num_conv + num_torgb, w_dim]``. Returns ``(x, img)``; img has the parameters'
         dtype (float32), x the block's compute dtype."""
         base = self.conv1.weight.dtype
-        dtype = compute_dtype(self.use_fp16, ws.device, force_fp32, base)
-        mf = torch.channels_last if (self.channels_last and dtype == torch.float16) else torch.contiguous_format
+        dtype = compute_dtype(self.use_fp16, ws.device, force_fp32, base, self.precision)
+        mf = torch.channels_last if (self.channels_last and not force_fp32) else torch.contiguous_format
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=mf).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
@@ -170,7 +174,7 @@ class SynthesisBlock(nn.Module):
         return x, img
 
     def extra_repr(self) -> str:
-        return f"resolution={self.resolution}, use_fp16={self.use_fp16}"
+        return f"resolution={self.resolution}, use_fp16={self.use_fp16}, precision={self.precision}"
 
 
 class SynthesisNetwork(nn.Module):
@@ -181,13 +185,16 @@ class SynthesisNetwork(nn.Module):
         img_resolution: output resolution (power of two >= 4).
         img_channels: output channels (3 for RGB, 4 for RGB + mask logit).
         channel_base, channel_max: channels per resolution ``min(channel_base // res, channel_max)``.
-        num_fp16_res: float16 on the top ``num_fp16_res`` resolutions (never below 8x8; CUDA only).
+        num_fp16_res: 16-bit compute on the top ``num_fp16_res`` resolutions (never below 8x8).
         conv_clamp: clamp of every conv output (256; None disables).
+        precision: the 16-bit dtype of those resolutions (:mod:`ilsgan.precision`): ``"auto"``
+            (float16 on CUDA, bfloat16 on a CPU with native bfloat16, else float32), ``"fp32"``, ``"bf16"``.
     """
 
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 16384,
                  channel_max: int = 256, num_fp16_res: int = 0, conv_clamp: Optional[float] = 256,
-                 fp16_channels_last: bool = False, use_noise: bool = True, impl: str = "auto"):
+                 fp16_channels_last: bool = False, use_noise: bool = True, impl: str = "auto",
+                 precision: str = "auto"):
         super().__init__()
         if img_resolution < 4 or img_resolution & (img_resolution - 1) != 0:
             raise ValueError(f"SynthesisNetwork: img_resolution must be a power of two >= 4, got {img_resolution}")
@@ -206,7 +213,8 @@ class SynthesisNetwork(nn.Module):
             block = SynthesisBlock(in_channels, self.channels[res], w_dim, res, img_channels,
                                    is_last=(res == img_resolution), conv_clamp=conv_clamp,
                                    use_fp16=(num_fp16_res > 0 and res >= fp16_resolution),
-                                   fp16_channels_last=fp16_channels_last, use_noise=use_noise, impl=impl)
+                                   fp16_channels_last=fp16_channels_last, use_noise=use_noise, impl=impl,
+                                   precision=precision)
             self.num_ws += block.num_conv
             if block.is_last:
                 self.num_ws += block.num_torgb

@@ -25,14 +25,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, no_bfloat16_on_cpu, register_op, resolve_backend
+from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, register_op, resolve_backend
 from ._extensions import memory_format_of
 from ._validate import check_index_tensor, check_layers
 
 __all__ = ["composite", "shift_ref", "unshift_ref", "SPEC"]
 
-SPEC = register_op(OpSpec("composite", BACKENDS, kernels=("composite_fwd", "composite_bwd"), triton_module="composite",
-                          limits=no_bfloat16_on_cpu))
+SPEC = register_op(OpSpec("composite", BACKENDS, kernels=("composite_fwd", "composite_bwd"), triton_module="composite"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ def composite(
         the translated mask when ``shift`` is given, ``m`` itself otherwise. Both are
         differentiable; gradients reach f, b and m.
 
-    dtypes: float32, float64, float16 (computed in float32; bfloat16 on GPU backends). Output dtype
+    dtypes: float32, float64, float16 and bfloat16 (16-bit types computed in float32). Output dtype
     is f's. Layout: the fast kernels work on contiguous NCHW; a channels_last ``f`` gives a
     channels_last ``out`` (the wrapper converts), any other strided input is copied first. Gradients
     of first and second order on every backend (the fast backends' second order is plain torch).

@@ -150,7 +150,7 @@ def conv2d_resample(
     r"""2-D convolution with optional up/down-sampling (NVlabs ``conv2d_resample``).
 
     Args:
-        x: input ``[N, C, H, W]`` (float16/32/64, bfloat16 on GPU); contiguous or channels_last.
+        x: input ``[N, C, H, W]`` (float16/32/64, bfloat16); contiguous or channels_last.
         w: weight ``[O, C // groups, kh, kw]``, same dtype and device as ``x``.
         f: low-pass FIR filter, float32, ``[taps]`` (separable) or ``[fh, fw]``, or None (identity),
             e.g. from :func:`ilsgan.ops.setup_filter`. Never differentiated.

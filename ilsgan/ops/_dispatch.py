@@ -121,13 +121,6 @@ class OpSpec:
         return None if self.limits is None else self.limits(backend, device_type, dtype, huge)
 
 
-def no_bfloat16_on_cpu(backend: str, device_type: str, dtype: torch.dtype, huge: bool) -> Optional[str]:
-    """:data:`Limits` of ops whose cpu kernels have no bfloat16 instantiation."""
-    if backend == "cpu" and dtype == torch.bfloat16:
-        return "the cpu kernels take float16/float32/float64 (bfloat16 on GPU backends)"
-    return None
-
-
 @functools.lru_cache(maxsize=None)
 def _kernels_missing(spec: OpSpec, backend: str) -> Optional[str]:
     """Why the loaded build cannot serve ``spec`` on ``backend`` (a stale or partial build), or None.

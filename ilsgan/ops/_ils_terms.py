@@ -27,15 +27,14 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, no_bfloat16_on_cpu, register_op, resolve_backend
+from ._dispatch import BACKENDS, OpSpec, kernels, needs_autograd, register_op, resolve_backend
 from ._validate import check_index_tensor, check_layers, check_tensor
 
 __all__ = ["ils_terms", "mask_terms", "DISTRIBUTIONS", "SPEC", "MASK_SPEC"]
 
-SPEC = register_op(OpSpec("ils_terms", BACKENDS, kernels=("ils_terms_fwd", "ils_terms_bwd"), triton_module="ils_terms",
-                          limits=no_bfloat16_on_cpu))
+SPEC = register_op(OpSpec("ils_terms", BACKENDS, kernels=("ils_terms_fwd", "ils_terms_bwd"), triton_module="ils_terms"))
 MASK_SPEC = register_op(OpSpec("mask_terms", BACKENDS, kernels=("mask_terms_fwd", "mask_terms_bwd"),
-                               triton_module="ils_terms", limits=no_bfloat16_on_cpu))
+                               triton_module="ils_terms"))
 
 DISTRIBUTIONS = {"laplace": 0, "gaussian": 1}
 

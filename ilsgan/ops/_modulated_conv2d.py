@@ -52,7 +52,7 @@ from torch import Tensor
 from ._activations import ACTIVATIONS
 from ._bias_act import bias_act
 from ._conv2d_resample import conv2d_resample, output_size
-from ._dispatch import BACKENDS, OpSpec, kernels, no_bfloat16_on_cpu, register_op, resolve_backend
+from ._dispatch import BACKENDS, OpSpec, kernels, register_op, resolve_backend
 from ._extensions import match_strides, memory_format_of
 from ._validate import check_bool, check_factor, check_filter, check_tensor, parse_activation, parse_padding
 
@@ -63,7 +63,6 @@ SPEC = register_op(OpSpec(
     kernels=("modconv_epilogue_fwd", "modconv_epilogue_bwd", "modconv_scale_bwd"),
     triton_module="modulated_conv2d",
     cpu_kernels=("modconv_1x1_fwd", "modconv_1x1_bwd"),
-    limits=no_bfloat16_on_cpu,
 ))
 
 _FUSED_ACTS = ("linear", "relu", "lrelu")  # activations the epilogue kernels apply themselves
@@ -382,7 +381,7 @@ def modulated_conv2d(
     with ``d[n,o] = rsqrt(sum_{i,k} (w[o,i,k] s[n,i])^2 + 1e-8)`` when ``demodulate`` (else 1).
 
     Args:
-        x: activations ``[N, I, H, W]``, float16/float32/float64 (bfloat16 on GPU backends);
+        x: activations ``[N, I, H, W]``, float16/bfloat16/float32/float64 (16-bit: float32 epilogue);
             NCHW or channels_last (kept: the output has the memory format torch's conv gives for
             it, i.e. channels_last in -> channels_last out); other layouts are copied.
         weight: ``[O, I, kh, kw]`` floating point (may be float32 while ``x`` is float16, as in

@@ -162,7 +162,7 @@ def upfirdn2d(
     ``f`` over its "valid" footprint, keep every ``down``-th pixel, multiply by ``gain``.
 
     Args:
-        x: ``[N, C, H, W]``, float16/float32/float64 (bfloat16 on GPU backends and ``ref``);
+        x: ``[N, C, H, W]``, float16/bfloat16/float32/float64 (bfloat16 not on triton-on-CPU);
             fp16/bf16 are computed in float32 by the fast backends. NCHW or channels_last; the
             output has the input's memory format (the fast kernels convert channels_last to NCHW
             and back).
