@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-shift", default="0",
                    help="draw the generated pairs for the transfer UNet from the perturbed composition: "
                         "foreground and mask moved by up to this fraction of the width; 'train' = the "
-                        "checkpoint's training shift (shift_max); 0 = plain composites, as the paper")
+                        "checkpoint's training --shift; 0 = plain composites, as the paper")
     p.add_argument("--self-train", type=int, default=0,
                    help="rounds of self-training on unlabeled real training images (0 = the paper's protocol "
                         "only; the paper's result is always reported too)")
@@ -215,12 +215,9 @@ def _pair_shift(value: str, G) -> float:
                              "pass a number")
         return float(cfg.loss.shift)
     try:
-        shift = float(value)
+        return float(value)  # the range is checked by ProtocolConfig
     except ValueError:
         raise SystemExit(f"error: --pair-shift must be a number in [0, 1] or 'train', got {value!r}")
-    if not 0 <= shift <= 1:
-        raise SystemExit(f"error: --pair-shift must be in [0, 1] (a fraction of the width), got {value}")
-    return shift
 
 
 def main(argv=None) -> dict:
@@ -228,8 +225,6 @@ def main(argv=None) -> dict:
     from .segmentation import ProtocolConfig, baseline_metrics, open_test_set, run_protocol, save_unet
 
     t0 = time.time()
-    if not 0.5 <= args.self_train_confidence < 1:
-        raise SystemExit(f"error: --self-train-confidence must be in [0.5, 1), got {args.self_train_confidence}")
     need_real = args.protocol in ("unet", "both")
     if need_real and not args.images:
         raise SystemExit("error: --images (and --masks) are required for --protocol unet/both "
@@ -265,12 +260,14 @@ def main(argv=None) -> dict:
     except (FileNotFoundError, DatasetError) as e:
         raise SystemExit(f"error: {e}")
 
-    cfg = ProtocolConfig(pairs=args.pairs, unet_iters=args.unet_iters, batch=args.unet_batch,
-                         unet_resolution=args.unet_resolution, unet_base=args.unet_base, gen_batch=args.batch,
-                         seed=args.seed, augment=args.unet_augment, pair_shift=pair_shift,
-                         self_train=args.self_train,
-                         self_train_images=args.self_train_images,
-                         self_train_confidence=args.self_train_confidence)
+    try:
+        cfg = ProtocolConfig(pairs=args.pairs, unet_iters=args.unet_iters, batch=args.unet_batch,
+                             unet_resolution=args.unet_resolution, unet_base=args.unet_base, gen_batch=args.batch,
+                             seed=args.seed, augment=args.unet_augment, pair_shift=pair_shift,
+                             self_train=args.self_train, self_train_images=args.self_train_images,
+                             self_train_confidence=args.self_train_confidence)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     try:
         real_images = _real_training_images(args, G, resolution)
     except (FileNotFoundError, DatasetError, ValueError) as e:

@@ -2,6 +2,7 @@
 comparison table with the classical baselines (seconds, on a tiny fake generator)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -189,3 +190,27 @@ def test_evaluate_cli_transfer_row_and_pair_shift(tmp_path, capsys):
     assert rep["transfer"]["pair_shift"] == 0.25 and rep["transfer"]["augment"] == "strong"
     text = capsys.readouterr().out
     assert evaluate.PAPER_ROW in text and evaluate.TRANSFER_ROW in text
+
+
+def test_targets_keep_their_meaning_when_resized_for_the_unet():
+    from ilsgan.segmentation.protocol import _resize_targets
+    m = torch.ones(2, 1, 64, 64, dtype=torch.bool)
+    m[..., ::2, ::2] = False  # each 2x2 block: 3 of 4 pixels foreground, the top-left one not
+    assert _resize_targets(m, 32).eq(1).all()  # area majority, not whichever pixel nearest picks
+    t = torch.full((2, 1, 64, 64), -1, dtype=torch.int8)
+    t[..., :32, :] = 1
+    t[..., 48:, :] = 0
+    r = _resize_targets(t, 32)
+    assert r.dtype == torch.int8 and set(r.unique().tolist()) == {-1, 0, 1}  # ignored stays ignored
+    assert r[..., :16, :].eq(1).all() and r[..., 16:24, :].eq(-1).all() and r[..., 24:, :].eq(0).all()
+
+
+@pytest.mark.parametrize("field,value,flag", [("augment", "heavy", "--unet-augment"), ("pair_shift", 1.5, "--pair-shift"),
+                                              ("pair_shift", -0.1, "--pair-shift"), ("self_train", -1, "--self-train"),
+                                              ("self_train_confidence", 0.4, "--self-train-confidence"),
+                                              ("unet_resolution", 40, "--unet-resolution")])
+def test_protocol_config_rejects_bad_values_naming_the_flag(field, value, flag):
+    with pytest.raises(ValueError, match=flag):
+        ProtocolConfig(**{field: value})
+    with pytest.raises(ValueError, match=flag):
+        replace(ProtocolConfig(), **{field: value})  # a changed copy is checked too

@@ -74,6 +74,21 @@ class ProtocolConfig:
     self_train_images: int = 2000
     self_train_confidence: float = 0.9
 
+    def __post_init__(self):
+        # Checked here, once, so that a bad value fails before minutes of generation and training.
+        if self.augment not in ("colour", "strong"):
+            raise ValueError(f"augment (--unet-augment) must be 'colour' or 'strong', got {self.augment!r}")
+        if not 0 <= self.pair_shift <= 1:
+            raise ValueError(f"pair_shift (--pair-shift) must be in [0, 1], got {self.pair_shift}")
+        if self.self_train < 0:
+            raise ValueError(f"self_train (--self-train) must be >= 0, got {self.self_train}")
+        if not 0.5 <= self.self_train_confidence < 1:
+            raise ValueError(f"self_train_confidence (--self-train-confidence) must be in [0.5, 1), "
+                             f"got {self.self_train_confidence}")
+        if self.unet_resolution < 16 or self.unet_resolution % 16:
+            raise ValueError(f"unet_resolution (--unet-resolution) must be divisible by 16, "
+                             f"got {self.unet_resolution}")
+
 
 # ----------------------------------------------------------------------------------------------
 # Colour augmentation (StyleGAN2-ADA style colour transforms, applied per sample with probability p)
@@ -336,15 +351,25 @@ def _train_batch(x_all, y_all, idx, cfg: ProtocolConfig, g: torch.Generator, dev
     return x, y
 
 
-def _resize_for_unet(images: torch.Tensor, targets: torch.Tensor, size: int):
-    """uint8 images and integer targets (-1/0/1; bool masks too) at the UNet resolution, in chunks."""
-    if images.shape[-1] == size:
-        return images, targets.to(torch.int8)
-    x = torch.cat([((_resize_images(_to_unit(images[i:i + 256]), size) + 1) * 127.5)
-                   .round().clamp(0, 255).to(torch.uint8) for i in range(0, images.shape[0], 256)])
-    y = torch.cat([F.interpolate(targets[i:i + 256].float(), size=(size, size), mode="nearest")
-                   for i in range(0, targets.shape[0], 256)]).to(torch.int8)
-    return x, y
+def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images ``[N,3,H,W]`` resized to ``size`` (bilinear, antialiased when shrinking), still
+    uint8, in chunks (10k pairs at 128 px would not fit as floats at once)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return torch.cat([((_resize_images(_to_unit(images[i:i + 256]), size) + 1) * 127.5)
+                      .round().clamp(0, 255).to(torch.uint8) for i in range(0, images.shape[0], 256)])
+
+
+def _resize_targets(targets: torch.Tensor, size: int) -> torch.Tensor:
+    """Targets at ``size`` as int8: bool masks by :func:`_resize_masks` (area when shrinking);
+    pseudo-labels (-1 = ignored) by nearest neighbour, which keeps -1 a label of its own."""
+    if targets.shape[-1] == size and targets.shape[-2] == size:
+        return targets.to(torch.int8)
+    if targets.dtype == torch.bool:
+        return torch.cat([_resize_masks(targets[i:i + 256], size) for i in range(0, targets.shape[0], 256)]
+                         ).to(torch.int8)
+    return torch.cat([F.interpolate(targets[i:i + 256].float(), size=(size, size), mode="nearest")
+                      for i in range(0, targets.shape[0], 256)]).to(torch.int8)
 
 
 def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | None = None, device="cpu",
@@ -363,8 +388,6 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
     from tqdm.auto import tqdm
 
     cfg = cfg or ProtocolConfig()
-    if cfg.augment not in ("colour", "strong"):
-        raise ValueError(f"augment (--unet-augment) must be 'colour' or 'strong', got {cfg.augment!r}")
     if select not in ("val", "last"):
         raise ValueError(f"select must be 'val' or 'last', got {select!r}")
     if val_images is None:
@@ -373,8 +396,6 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
             raise ValueError(f"train_unet: need at least 2 pairs (--pairs), got {images.shape[0]}")
         images, val_images = images[:-n_val], images[-n_val:]
         masks, val_masks = masks[:-n_val], masks[-n_val:]
-    if cfg.unet_resolution % 16:
-        raise ValueError(f"unet_resolution (--unet-resolution) must be divisible by 16, got {cfg.unet_resolution}")
     if (real_images is None) != (real_targets is None):
         raise ValueError("train_unet: real_images and real_targets go together")
     torch.manual_seed(cfg.seed)
@@ -384,11 +405,12 @@ def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | 
     milestone = max(1, int(round(cfg.unet_iters * cfg.decay_at)))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[milestone], gamma=cfg.decay)
     val_every = cfg.val_every or max(1, cfg.unet_iters // 20)
-    x_all, y_all = _resize_for_unet(images, masks, cfg.unet_resolution)
+    x_all, y_all = _resize_uint8(images, cfg.unet_resolution), _resize_targets(masks, cfg.unet_resolution)
     n = x_all.shape[0]
     bs = min(cfg.batch, n)
     if real_images is not None:
-        xr_all, yr_all = _resize_for_unet(real_images, real_targets, cfg.unet_resolution)
+        xr_all = _resize_uint8(real_images, cfg.unet_resolution)
+        yr_all = _resize_targets(real_targets, cfg.unet_resolution)
         bs_real = min(cfg.batch // 2, xr_all.shape[0])
         bs = min(cfg.batch - bs_real, n)
     best, best_state, best_iter, history = -1.0, None, 0, []
@@ -552,19 +574,13 @@ def run_protocol(G, test_dataset=None, cfg: ProtocolConfig | None = None, device
     if protocol not in ("unet", "direct", "both"):
         raise ValueError(f"protocol (--protocol) must be unet, direct or both, got {protocol!r}")
     cfg = cfg or ProtocolConfig()
-    if cfg.self_train < 0:
-        raise ValueError(f"self_train (--self-train) must be >= 0, got {cfg.self_train}")
-    if not 0 <= cfg.pair_shift <= 1:
-        raise ValueError(f"pair_shift (--pair-shift) must be in [0, 1], got {cfg.pair_shift}")
     if cfg.self_train and protocol != "direct" and real_images is None:
         raise ValueError("self-training (--self-train > 0) needs the unlabeled real training images")
     images, masks, stats = generate_pairs(G, cfg.pairs, cfg.gen_batch, device, cfg.seed)
     res = {"direct": stats}
     if real_images is not None:
         from ..metrics.realism import real_vs_generated_accuracy
-        if tuple(real_images.shape[-2:]) != tuple(images.shape[-2:]):
-            real_images = ((_resize_images(_to_unit(real_images), images.shape[-1]) + 1) * 127.5).round().clamp(
-                0, 255).to(torch.uint8)
+        real_images = _resize_uint8(real_images, images.shape[-1])
         res["fidelity"] = real_vs_generated_accuracy(real_images, images, seed=cfg.seed, device=device)
     if protocol not in ("unet", "both"):
         return res
