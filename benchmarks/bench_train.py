@@ -47,8 +47,7 @@ class TrainStep:
         from ilsgan.augment import AugmentPipe
         from ilsgan.config import get_preset
         from ilsgan.losses.gan import ILSGANLoss
-        from ilsgan.networks import (Discriminator, LayeredGenerator, build_networks, discriminator_kwargs,
-                                     generator_kwargs)
+        from ilsgan.networks import build_networks
         from ilsgan.training import lazy_adam_params
         cfg = get_preset(preset).replace(batch=batch)
         if resolution:
@@ -56,11 +55,7 @@ class TrainStep:
         cfg = cfg.replace(**(overrides or {}))
         torch.manual_seed(0)
         self.cfg = cfg
-        if channels_last:
-            self.G = LayeredGenerator(impl=impl, fp16_channels_last=True, **generator_kwargs(cfg)).to(device).train()
-            self.D = Discriminator(impl=impl, fp16_channels_last=True, **discriminator_kwargs(cfg)).to(device).train()
-        else:
-            self.G, self.D = build_networks(cfg, impl=impl, device=device)
+        self.G, self.D = build_networks(cfg, impl=impl, device=device, channels_last=channels_last)
         self.G.requires_grad_(False)
         self.D.requires_grad_(False)
         aug, opt = cfg.augment, cfg.optim

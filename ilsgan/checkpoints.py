@@ -312,13 +312,14 @@ def check_config_compatible(saved: TrainConfig, wanted: TrainConfig, where: str 
     setting that differs (the weights would not fit); return ``(name, saved, wanted)`` of the other
     settings that differ (what a resume changes), the per-invocation ``session`` settings left out.
     ``precision`` is a network setting that leaves the weights as they are: it may differ."""
-    arch = [d for d in saved.differences(wanted, sections=("network",)) if d[0] not in _WEIGHTLESS]
+    network = saved.differences(wanted, sections=("network",))
+    arch = [d for d in network if d[0] not in _WEIGHTLESS]
     if arch:
         raise CheckpointError(f"{where} was trained with another network config ("
                               + "; ".join(f"{k}: {where} has {a!r}, requested {b!r}" for k, a, b in arch)
                               + "). Resume with the same --preset/--resolution/overrides, "
                               "or start a new run in another --outdir.")
-    return ([d for d in saved.differences(wanted, sections=("network",)) if d[0] in _WEIGHTLESS]
+    return ([d for d in network if d[0] in _WEIGHTLESS]
             + saved.differences(wanted, sections=("optim", "loss", "augment", "data", "run")))
 
 
@@ -326,8 +327,8 @@ def load_generator(path: Union[str, os.PathLike], device: Union[str, torch.devic
                    impl: str = "auto"):
     """Rebuild the layered generator stored in checkpoint ``path`` (a file, or a run directory: its
     latest checkpoint), load weights ``which`` (``"G_ema"``, default, or ``"G"``), move it to ``device``
-    and return it in eval mode with ``requires_grad=False``. ``G.ilsgan_config`` holds the :class:`~ilsgan.config.TrainConfig`,
-    ``G.ilsgan_meta`` the run's metadata (``"data"``: the training data spec, ``"seed"``, ...).
+    and return it in eval mode with ``requires_grad=False``. ``G.ilsgan_config`` holds the run's
+    :class:`~ilsgan.config.TrainConfig` (its training data, seed, ...).
     Call ``G(z, return_layers=True)`` with ``z ~ N(0, 1)`` of shape ``[N, G.z_dim]``."""
     if which not in ("G_ema", "G"):
         raise ValueError(f"load_generator: which must be 'G_ema' or 'G', got {which!r}")
@@ -341,7 +342,6 @@ def load_generator(path: Union[str, os.PathLike], device: Union[str, torch.devic
         raise CheckpointError(f"checkpoint {ckpt['path']!r}: weights {which!r} do not match its config ({e})") from e
     G = G.to(device).eval().requires_grad_(False)
     G.ilsgan_config = cfg
-    G.ilsgan_meta = dict(ckpt.get("meta") or {})
     return G
 
 

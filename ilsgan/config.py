@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 __all__ = ["TrainConfig", "NetworkConfig", "OptimConfig", "LossConfig", "AugmentConfig", "DataConfig", "RunConfig",
-           "SessionConfig", "ConfigError", "PRESETS", "get_preset", "FIELDS", "parse_cfg_items", "parse_value",
+           "SessionConfig", "ConfigError", "PRESETS", "get_preset", "FIELDS", "parse_cfg_items", "parse_value", "check_value",
            "DEFAULT_KEEP", "DEFAULT_DIST_TIMEOUT_S"]
 
 # Numbered snapshots kept besides checkpoint-latest.pt (``--keep``): enough to step back past a bad
@@ -464,7 +464,15 @@ def parse_value(key: str, text: str) -> Any:
         return s
     except ValueError:
         words = f", or {f.metadata['none']!r}" if "none" in f.metadata else ""
-        raise ConfigError(f"--cfg {key}={text}: expected {_type_name(tp)}{words}") from None
+        raise ConfigError(f"{key}={text}: expected {_type_name(tp)}{words}") from None
+
+
+def check_value(key: str, text: str) -> Any:
+    """:func:`parse_value`, then the range checks of ``key``'s section on that value alone (every
+    check is of one field), so an option fails as it is read, with the config's own rule."""
+    value = parse_value(key, text)
+    _SECTIONS[FIELDS[key]](**{key: value})
+    return value
 
 
 def parse_cfg_items(items: Iterable[str]) -> Dict[str, Any]:
@@ -474,5 +482,8 @@ def parse_cfg_items(items: Iterable[str]) -> Dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--cfg expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = parse_value(k.strip(), v)
+        try:
+            out[k.strip()] = parse_value(k.strip(), v)
+        except ConfigError as e:
+            raise ConfigError(f"--cfg {e}") from None
     return out

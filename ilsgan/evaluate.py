@@ -122,15 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _real_training_images(args, G, resolution):
     """The unlabeled real training images (uint8 ``[M,3,R,R]``) for self-training and the realism
     score: ``--train-images``, else the data the checkpoint was trained on; None when neither is known."""
-    meta = getattr(G, "ilsgan_meta", {}) or {}
-    spec = args.train_images or meta.get("data")
+    cfg = getattr(G, "ilsgan_config", None)  # the TrainConfig of a checkpoint (load_generator)
+    spec = args.train_images or (cfg.data.data if cfg is not None else None)
     if not spec:
         return None
     from .data import open_dataset
     from .segmentation import sample_images
-    cfg = getattr(G, "ilsgan_config", None)  # the TrainConfig of a checkpoint (load_generator)
-    crop = cfg.data.crop if cfg is not None else "center"
-    ds = open_dataset(spec, resolution, split="train", seed=int(meta.get("seed", 0)), crop=crop)
+    crop, seed = (cfg.data.crop, cfg.run.seed) if cfg is not None else ("center", 0)
+    ds = open_dataset(spec, resolution, split="train", seed=seed, crop=crop)
     return sample_images(ds, args.self_train_images, seed=args.seed)
 
 

@@ -14,13 +14,14 @@ Every option that sets a training setting has the setting's name (``--w-bin`` se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .config import FIELDS, PRESETS, ConfigError, get_preset, parse_cfg_items
+from .config import _SECTIONS, FIELDS, PRESETS, ConfigError, check_value, get_preset, parse_cfg_items
 
 __all__ = ["main", "build_parser", "choose_preset", "flag_settings"]
 
@@ -28,88 +29,27 @@ __all__ = ["main", "build_parser", "choose_preset", "flag_settings"]
 _NOT_SETTINGS = ("preset", "resume", "cfg")
 
 
-def _positive_float(name):
-    def conv(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}")
-        if not (v > 0) or v != v or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {s!r}")
-        return v
-    return conv
-
-
-def _nonneg_float(name):
-    def conv(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}")
-        if not (v >= 0) or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {s!r}")
-        return v
-    return conv
-
-
-def _positive_int(name):
-    def conv(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}")
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {s!r}")
-        return v
-    return conv
-
-
-def _nonneg_int(name):
-    def conv(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}")
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {s!r}")
-        return v
-    return conv
-
-
-def _keep(s):
-    return None if s == "all" else _nonneg_int("--keep (or 'all')")(s)
-
-
-def _on_off(name):
-    def conv(s):
-        if s not in ("on", "off"):
-            raise argparse.ArgumentTypeError(f"{name} must be 'on' or 'off', got {s!r}")
-        return s == "on"
-    return conv
-
-
-def _auto_on_off(s):
-    if s not in ("auto", "on", "off"):
-        raise argparse.ArgumentTypeError(f"--area-mirror must be 'auto', 'on' or 'off', got {s!r}")
-    return {"auto": None, "on": True, "off": False}[s]
-
-
-def _resolution(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--resolution must be an integer, got {s!r}")
-    if v < 8 or v & (v - 1):
-        raise argparse.ArgumentTypeError(f"--resolution must be a power of two >= 8, got {s!r}")
-    return v
-
-
 def _shown(key: str, v) -> str:
     if v is None:
-        return {"area_mirror": "auto", "r1_gamma": "auto", "keep": "all"}.get(key, "none")
+        return _field(key).metadata.get("none", "none")
     if isinstance(v, bool):
-        return {"ils": "on" if v else "off", "area_mirror": "on" if v else "off"}.get(key, str(v))
+        return "on" if v else "off"
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _field(key: str):
+    return next(f for f in dataclasses.fields(_SECTIONS[FIELDS[key]]) if f.name == key)
+
+
+def _converter(key: str):
+    """The option's value converter: the config's own parser and range check (:func:`check_value`)."""
+    def conv(text):
+        try:
+            return check_value(key, text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    conv.__name__ = key  # argparse names the converter in some messages
+    return conv
 
 
 def _default(key: str) -> str:
@@ -138,88 +78,87 @@ def build_parser() -> argparse.ArgumentParser:
                     "are the presets' values.",
         argument_default=argparse.SUPPRESS)
 
-    def opt(group, flag, help, check=None, **kw):
-        """The option of setting ``flag`` minus its dashes; ``check(flag)``: its value converter."""
+    def opt(group, flag, help, **kw):
+        """The option of setting ``flag`` minus its dashes, read and checked by the config's rules
+        (the field's type, choices and range)."""
         key = flag[2:].replace("-", "_")
         assert key in FIELDS, key
-        if check is not None:
-            kw["type"] = check(flag)
+        if kw.get("action") is None:
+            kw["type"] = _converter(key)
+            choices = _field(key).metadata.get("choices")
+            if choices is not None:
+                kw["choices"] = choices
         group.add_argument(flag, help=f"{help} {_default(key)}", **kw)
 
     g = p.add_argument_group("data and output")
     opt(g, "--data", "training images: 'synthetic', 'synthetic:easy|medium|hard' (built-in, rendered on the fly), "
                      "a folder of images (searched recursively) or a .zip of images")
     opt(g, "--crop", "folders/zips: 'center' square crop, 'none' (resize whole image), 'box' (1.5x object box "
-                     "from boxes.txt)", choices=("center", "none", "box"))
+                     "from boxes.txt)")
     opt(g, "--outdir", "parent directory of the run directories")
     opt(g, "--name", "run directory name under --outdir (none: a timestamp, or the resumed run's directory)")
-    opt(g, "--workers", "DataLoader worker processes (0 = load in the main process)", check=_nonneg_int)
+    opt(g, "--workers", "DataLoader worker processes (0 = load in the main process)")
     g = p.add_argument_group("model and schedule")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="the settings to start from [demo without --data and --resume; quick with --data; "
                         "the checkpoint's with --resume]")
-    opt(g, "--resolution", "training resolution (power of two >= 8)", type=_resolution)
-    opt(g, "--batch", "global batch size (split over torchrun processes)", check=_positive_int)
-    opt(g, "--kimg", "training length in thousands of real images shown", check=_positive_float)
-    opt(g, "--snap", "snapshot (grid, plot, checkpoint) interval in kimg", check=_positive_float)
-    opt(g, "--tick", "log (JSONL, progress bar) interval in kimg (none: min(4, snap/8))", check=_positive_float)
+    opt(g, "--resolution", "training resolution (power of two >= 8)")
+    opt(g, "--batch", "global batch size (split over torchrun processes)")
+    opt(g, "--kimg", "training length in thousands of real images shown")
+    opt(g, "--snap", "snapshot (grid, plot, checkpoint) interval in kimg")
+    opt(g, "--tick", "log (JSONL, progress bar) interval in kimg (none: min(4, snap/8))")
     opt(g, "--minutes", "wall-clock training budget: stop at the first tick after this many minutes (with a "
-                        "final snapshot), or at --kimg, whichever comes first", check=_positive_float)
-    opt(g, "--max-iters", "stop after this many iterations in total (for tests and benchmarks)", check=_positive_int)
-    opt(g, "--seed", "random seed (weights, latents, data order)", check=_nonneg_int)
+                        "final snapshot), or at --kimg, whichever comes first")
+    opt(g, "--max-iters", "stop after this many iterations in total (for tests and benchmarks)")
+    opt(g, "--seed", "random seed (weights, latents, data order)")
     g.add_argument("--resume", default=None,
                    help="continue from a checkpoint file, a run directory, or 'latest' (the newest checkpoint "
                         "under --outdir) with its settings (options given here change what they name); the run "
                         "continues exactly where it stopped")
     opt(g, "--keep", "keep the N newest numbered snapshots checkpoint-KKKKKK.III.pt besides checkpoint-latest.pt "
-                     "(older ones are deleted after each successful snapshot); 'all' keeps every one",
-        type=_keep, metavar="N")
+                     "(older ones are deleted after each successful snapshot); 'all' keeps every one", metavar="N")
     g.add_argument("--cfg", action="append", default=[], metavar="KEY=VALUE",
                    help="set any setting by name (e.g. --cfg channel_base=1024 --cfg aug=noaug; the names: "
                         "ilsgan/config.py); repeatable")
     g = p.add_argument_group("losses")
-    opt(g, "--ils", "the independence (ILS) term; 'off' = the no-independence ablation", check=_on_off,
+    opt(g, "--ils", "the independence (ILS) term; 'off' = the no-independence ablation",
         metavar="{on,off}")
-    opt(g, "--w-ils", "multiplier of the ILS sigma schedule (0.2 until --ils-switch-kimg, then 1.0)",
-        check=_nonneg_float)
-    opt(g, "--ils-switch-kimg", "kimg at which the ILS sigma goes from 0.2 to 1.0", check=_nonneg_float)
-    opt(g, "--ils-dist", "ILS conditional distribution", choices=("laplace", "gaussian"))
-    opt(g, "--w-bin", "mask binarization weight", check=_nonneg_float)
+    opt(g, "--w-ils", "multiplier of the ILS sigma schedule (0.2 until --ils-switch-kimg, then 1.0)")
+    opt(g, "--ils-switch-kimg", "kimg at which the ILS sigma goes from 0.2 to 1.0")
+    opt(g, "--ils-dist", "ILS conditional distribution")
+    opt(g, "--w-bin", "mask binarization weight")
     opt(g, "--bin-ramp-kimg", "grow the binarization weight linearly from 0 to --w-bin over this many kimg (0 = "
-                              "from the start, as the paper)", check=_nonneg_float)
-    opt(g, "--w-area", "mask area prior weight", check=_nonneg_float)
-    opt(g, "--area-min", "minimum mean mask area of the area prior", check=_nonneg_float)
+                              "from the start, as the paper)")
+    opt(g, "--w-area", "mask area prior weight")
+    opt(g, "--area-min", "minimum mean mask area of the area prior")
     opt(g, "--area-mirror", "two-sided area prior, also penalizing mean mask > 1 - area-min (on the unshifted "
-                            "mask); 'auto' = only without the perturbation (--shift 0), as the paper's release",
-        type=_auto_on_off, metavar="{auto,on,off}")
-    opt(g, "--r1-gamma", "R1 weight gamma (auto: 0.0002*R^2/batch, 0.0256 at 64px, batch 32)", check=_nonneg_float)
-    opt(g, "--shift", "perturbed composition: max shift as a fraction of the width (0 = off)", check=_nonneg_float)
-    opt(g, "--aug", "'ada' = adaptive bgc augmentation (target 0.6); 'noaug' = off", choices=("ada", "noaug"))
-    opt(g, "--glr", "G learning rate", check=_positive_float)
-    opt(g, "--dlr", "D learning rate", check=_positive_float)
+                            "mask); 'auto' = only without the perturbation (--shift 0), as the paper's release", metavar="{auto,on,off}")
+    opt(g, "--r1-gamma", "R1 weight gamma (auto: 0.0002*R^2/batch, 0.0256 at 64px, batch 32)")
+    opt(g, "--shift", "perturbed composition: max shift as a fraction of the width (0 = off)")
+    opt(g, "--aug", "'ada' = adaptive bgc augmentation (target 0.6); 'noaug' = off")
+    opt(g, "--glr", "G learning rate")
+    opt(g, "--dlr", "D learning rate")
     opt(g, "--nan-guard", "non-finite gradients: 'replace' (NaN->0, Inf->±1e5, as the release) or 'skip' the "
-                          "step; both are counted in the log", choices=("replace", "skip"))
+                          "step; both are counted in the log")
     g = p.add_argument_group("execution")
     opt(g, "--device", "'cpu', 'cuda' or 'cuda:N' (none: cuda if available, else cpu)")
-    opt(g, "--impl", "op backend for every op (forcing one that cannot run is an error)",
-        choices=("auto", "ref", "cpu", "cuda", "triton"))
+    opt(g, "--impl", "op backend for every op (forcing one that cannot run is an error)")
     opt(g, "--precision", "dtype of the mixed-precision resolutions (num_fp16_res): 'auto' = float16 on CUDA, "
                           "bfloat16 on a CPU with native bf16 (avx512_bf16/amx_bf16), else float32; 'bf16' = "
-                          "bfloat16 (float32 weights and losses either way)", choices=("auto", "fp32", "bf16"))
-    opt(g, "--threads", "CPU threads for torch (none: torch's choice)", check=_positive_int)
+                          "bfloat16 (float32 weights and losses either way)")
+    opt(g, "--threads", "CPU threads for torch (none: torch's choice)")
     opt(g, "--cpu-malloc", "CPU runs: 'tuned' makes glibc keep freed tensors for reuse instead of returning "
-                           "them to the OS (paper64 on 2 cores: 1.5x faster); 'default' leaves malloc alone",
-        choices=("tuned", "default"))
+                           "them to the OS (paper64 on 2 cores: 1.5x faster); 'default' leaves malloc alone")
     opt(g, "--no-progress", "print one line per tick (kimg, losses, s/kimg, ETA) instead of a progress bar",
         action="store_true")
     opt(g, "--no-tensorboard", "do not write TensorBoard events", action="store_true")
     opt(g, "--final-eval", "after training on built-in synthetic data, score the masks on its test split "
                            "(written to RUN/test-images) next to the classical baselines: one table, and "
                            "RUN/eval.json ('auto'); other data: print the command that does it with your own "
-                           "masks", choices=("auto", "off"))
+                           "masks")
     opt(g, "--dist-timeout", "torchrun runs: a process whose peers stay silent this long (one died or hangs) "
                              "stops with an error instead of waiting forever; must exceed the time of one "
-                             "snapshot", check=_positive_float, metavar="SECONDS")
+                             "snapshot", metavar="SECONDS")
     return p
 
 

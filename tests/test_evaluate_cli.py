@@ -104,13 +104,13 @@ def test_module_entry_points_run():
 
 def test_evaluate_on_real_training_checkpoint(tmp_path):
     """End to end on a checkpoint in the training format (ilsgan.checkpoints), tiny 'quick' networks at 16 px."""
-    ckpts = pytest.importorskip("ilsgan.checkpoints", reason="ilsgan.checkpoints (training, H6b) not available")
+    import ilsgan.checkpoints as ckpts
     from ilsgan.config import get_preset
     from ilsgan.networks import build_networks
 
     cfg = get_preset("quick").replace(resolution=16, z_dim=16, w_dim=16, channel_base=128, channel_max=16)
     torch.manual_seed(0)
-    G, D = build_networks(cfg, resolution=16)
+    G, D = build_networks(cfg)
     path = ckpts.save_checkpoint(tmp_path / "run" / "checkpoint-000000.pt", config=cfg, G=G, D=D, G_ema=G)
     images, masks = write_pairs(FakeLayeredGenerator(img_resolution=16), tmp_path / "real", 4)
     rep = evaluate.main(["--checkpoint", str(path), "--images", str(tmp_path / "real"),  # DIR/images + DIR/masks

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from ilsgan.config import NetworkConfig
+from ilsgan.config import NetworkConfig, get_preset
 from ilsgan.precision import cpu_has_native_bf16
 from ilsgan.networks import (Discriminator, LayeredGenerator, build_networks, compute_dtype, discriminator_kwargs,
                              generator_kwargs, set_impl)
@@ -34,7 +34,7 @@ def test_build_api():
     with pytest.raises(TypeError, match="preset name"):
         build_networks(3)
     with pytest.raises(ValueError, match="resolution"):
-        build_networks("quick", resolution=48)
+        build_networks(get_preset("quick").replace(resolution=48))
     with pytest.raises(ValueError, match="unknown preset"):
         build_networks("nope")
 
@@ -244,7 +244,7 @@ def test_discriminator_gradgradcheck_tiny():
 
 def test_kwargs_helpers():
     g = generator_kwargs("quick")
-    d = discriminator_kwargs("quick", resolution=32)
+    d = discriminator_kwargs(get_preset("quick").replace(resolution=32))
     assert g["img_resolution"] == 64 and d["img_resolution"] == 32
     G = LayeredGenerator(**dict(g, img_resolution=16))
     assert G.img_resolution == 16

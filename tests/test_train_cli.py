@@ -240,24 +240,22 @@ def test_checkpoint_loaded_and_dataset_opened_once_per_run(tmp_path, capsys, mon
     from 'latest') reads its checkpoint once and opens its data once."""
     import torch
 
-    import ilsgan.checkpoints as ck
     import ilsgan.data as data
-    calls = {"load_checkpoint": 0, "torch.load": 0, "open_dataset": 0}
+    calls = {"torch.load": 0, "open_dataset": 0}  # file reads of checkpoints, and dataset opens
 
     def counting(name, fn):
         def wrapper(*a, **k):
             calls[name] += 1
             return fn(*a, **k)
         return wrapper
-    monkeypatch.setattr(ck, "load_checkpoint", counting("load_checkpoint", ck.load_checkpoint))
     monkeypatch.setattr(torch, "load", counting("torch.load", torch.load))
     monkeypatch.setattr(data, "open_dataset", counting("open_dataset", data.open_dataset))
     base = TINY_CFG_ARGS + FAST + ["--outdir", str(tmp_path), "--snap", "0.004"]
     rc, out, _ = run_cli(base + ["--name", "r", "--kimg", "0.004"], capsys)
     assert rc == 0, out
-    assert calls == {"load_checkpoint": 0, "torch.load": 0, "open_dataset": 1}
+    assert calls == {"torch.load": 0, "open_dataset": 1}
     for resume, kimg in (("latest", "0.008"), (str(tmp_path / "r"), "0.012")):
         calls.update({k: 0 for k in calls})
         rc, out, _ = run_cli(FAST + ["--outdir", str(tmp_path), "--resume", resume, "--kimg", kimg], capsys)
         assert rc == 0, out
-        assert calls == {"load_checkpoint": 1, "torch.load": 1, "open_dataset": 1}, resume
+        assert calls == {"torch.load": 1, "open_dataset": 1}, resume

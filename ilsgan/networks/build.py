@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 import torch
 
@@ -25,35 +25,32 @@ def _network(spec: NetworkSpec) -> NetworkConfig:
     raise TypeError(f"expected a preset name, a TrainConfig or a NetworkConfig, got {type(spec).__name__}")
 
 
-def generator_kwargs(spec: NetworkSpec, resolution: Optional[int] = None) -> Dict[str, Any]:
+def generator_kwargs(spec: NetworkSpec) -> Dict[str, Any]:
     """Keyword arguments of :class:`LayeredGenerator` for a preset name or config."""
     n = _network(spec)
-    return dict(z_dim=n.z_dim, w_dim=n.w_dim, img_resolution=resolution or n.resolution, img_channels=3,
+    return dict(z_dim=n.z_dim, w_dim=n.w_dim, img_resolution=n.resolution, img_channels=3,
                 mapping_layers=n.mapping_layers, mapping_lr_multiplier=n.mapping_lr_multiplier,
                 w_avg_beta=n.w_avg_beta, channel_base=n.channel_base, channel_max=n.channel_max,
                 num_fp16_res=n.num_fp16_res, conv_clamp=n.conv_clamp, use_noise=n.use_noise,
                 precision=n.precision)
 
 
-def discriminator_kwargs(spec: NetworkSpec, resolution: Optional[int] = None) -> Dict[str, Any]:
+def discriminator_kwargs(spec: NetworkSpec) -> Dict[str, Any]:
     """Keyword arguments of :class:`Discriminator` for a preset name or config."""
     n = _network(spec)
-    return dict(img_resolution=resolution or n.resolution, img_channels=3, channel_base=n.channel_base,
+    return dict(img_resolution=n.resolution, img_channels=3, channel_base=n.channel_base,
                 channel_max=n.channel_max, num_fp16_res=n.num_fp16_res, conv_clamp=n.conv_clamp,
                 mbstd_group_size=n.mbstd_group_size, mbstd_num_channels=n.mbstd_num_channels,
                 precision=n.precision)
 
 
-def build_networks(spec: NetworkSpec, resolution: Optional[int] = None, impl: str = "auto",
-                   device: Union[str, torch.device] = "cpu") -> Tuple[LayeredGenerator, Discriminator]:
+def build_networks(spec: NetworkSpec, impl: str = "auto", device: Union[str, torch.device] = "cpu",
+                   channels_last: bool = False) -> Tuple[LayeredGenerator, Discriminator]:
     """Build ``(G, D)`` for a preset name, a :class:`~ilsgan.config.TrainConfig` or a
-    :class:`~ilsgan.config.NetworkConfig`, at ``resolution`` (default the config's), with every op on
-    backend ``impl``, on ``device``. G is a :class:`LayeredGenerator`, D a :class:`Discriminator`;
-    both in train mode."""
+    :class:`~ilsgan.config.NetworkConfig` (its resolution is checked there), with every op on
+    backend ``impl``, on ``device``. ``channels_last``: the mixed-precision blocks keep activations
+    and weights channels_last (the networks' ``fp16_channels_last``). Both in train mode."""
     n = _network(spec)
-    res = int(resolution or n.resolution)
-    if res < 8 or res & (res - 1) != 0:
-        raise ValueError(f"build_networks: resolution must be a power of two >= 8, got {res}")
-    G = LayeredGenerator(impl=impl, **generator_kwargs(n, res))
-    D = Discriminator(impl=impl, **discriminator_kwargs(n, res))
+    G = LayeredGenerator(impl=impl, fp16_channels_last=channels_last, **generator_kwargs(n))
+    D = Discriminator(impl=impl, fp16_channels_last=channels_last, **discriminator_kwargs(n))
     return G.to(device).train(), D.to(device).train()

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .. import checkpoints as ck
+from ..data import DatasetError
 from ..losses.gan import ILSGANLoss
 from ..precision import describe as describe_precision
 from . import distributed as dd
@@ -314,7 +315,6 @@ class Trainer:
 
     # -- one iteration -------------------------------------------------------------------------
     def _next_images(self) -> torch.Tensor:
-        from ..data import DatasetError
         try:
             images = next(self.data_iter)
         except DatasetError as e:
@@ -440,7 +440,7 @@ class Trainer:
                          {"p": float(self.augment_pipe.p)} if self.augment_pipe else None),
                      rng=ck.capture_rng(),
                      counters={"cur_nimg": self.cur_nimg, "iteration": self.iteration, "nan_events": self.nan_events},
-                     meta={"world_size": self.world, "data": cfg.data.data, "seed": cfg.run.seed, "impl": self.impl})
+                     meta={"world_size": self.world})
         try:
             latest = ck.save_checkpoint(self.run_dir / "checkpoint-latest.pt", **state)
             self.saved_ok.update(path=str(latest), nimg=self.cur_nimg)

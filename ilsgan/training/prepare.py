@@ -109,7 +109,8 @@ def _load_resume(resume, outdir: Path) -> Dict[str, Any]:
     any newer one it skips; a file is used as named. Both read with weights_only=True (no code runs)."""
     path = outdir if str(resume) == "latest" else Path(resume).expanduser()
     try:
-        return ck.load_latest(path) if path.is_dir() or str(resume) == "latest" else ck.load_checkpoint(path)
+        # 'latest' names --outdir even when it does not exist yet; load_checkpoint takes a directory too
+        return ck.load_latest(path) if str(resume) == "latest" else ck.load_checkpoint(path)
     except ck.CheckpointError as e:
         raise ConfigError(f"--resume {resume}: {e}") from None
 
