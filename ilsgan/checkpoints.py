@@ -55,7 +55,7 @@ from .config import DEFAULT_KEEP, PRESETS, ConfigError, SessionConfig, TrainConf
 __all__ = ["save_checkpoint", "load_checkpoint", "load_generator", "find_latest", "capture_rng", "restore_rng",
            "check_config_compatible", "CheckpointError", "FORMAT", "VERSION", "config_from_v1", "load_latest",
            "list_checkpoints", "load_pickled_module", "snapshot_tag", "snapshot_nimg", "copy_snapshot",
-           "prune_snapshots", "UNTRUSTED_HINT", "DEFAULT_KEEP"]
+           "prune_snapshots", "UNTRUSTED_HINT"]
 
 FORMAT = "ilsgan-checkpoint"
 VERSION = 2  # 1: the config was a flat dict of preset keys (read through config_from_v1)

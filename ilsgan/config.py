@@ -231,6 +231,18 @@ class LossConfig(_Section):
         if self.shift > 1:
             raise ConfigError(f"shift must be <= 1 (a fraction of the width), got {self.shift}")
 
+    def w_bin_at(self, kimg: float) -> float:
+        """The binarization weight at ``kimg``: ``w_bin``, ramped up linearly over ``bin_ramp_kimg``."""
+        if self.bin_ramp_kimg <= 0:
+            return self.w_bin
+        return self.w_bin * min(1.0, kimg / self.bin_ramp_kimg)
+
+    def ils_weight_at(self, kimg: float) -> float:
+        """The weight of the ILS term at ``kimg``: ``w_ils * ils_sigma[0]`` up to and including
+        ``ils_switch_kimg``, ``w_ils * ils_sigma[1]`` after (the release's schedule)."""
+        early, late = self.ils_sigma
+        return self.w_ils * (early if kimg <= self.ils_switch_kimg else late)
+
 
 @dataclass(frozen=True)
 class AugmentConfig(_Section):

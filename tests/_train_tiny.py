@@ -18,6 +18,14 @@ def tiny_cfg(**settings):
     return get_preset("quick").replace(**{**base, **settings})
 
 
+def cli_config(argv):
+    """The config ``python -m ilsgan.train ARGV`` starts a new run with (what its ``_run`` hands
+    ``prepare_run``: the chosen preset with the command line's settings)."""
+    from ilsgan import train
+    args = train.build_parser().parse_args(argv)
+    return get_preset(train.choose_preset(args)).replace(**train.flag_settings(args))
+
+
 def run_tiny(run_dir, cfg=None, resume=None, dataset=None, log_fn=print):
     """prepare_run + train of ``cfg`` (default :func:`tiny_cfg`) into ``run_dir``; ``dataset``
     replaces the prepared one (a dataset the test changes under the run)."""

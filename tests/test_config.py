@@ -34,16 +34,9 @@ OLD_DEMO = dict(preset="quick", data="synthetic:easy", resolution=32, kimg=300.0
 def test_presets_keep_their_values(name):
     old = OLD_PRESETS[name]
     new = PRESETS[name]
+    # config_from_v1 starts from the new preset and sets every old value on it (an unknown name is an
+    # error): equal only if each old value is the new preset's
     assert ck.config_from_v1(old) == new
-    # and value by value, through the map of the old names
-    for k, v in old.items():
-        if k in ("name", "style_mixing", "pl_weight", "truncation_psi"):
-            continue
-        if k == "augment":
-            assert (new["aug"], new["aug_pipe"]) == ("ada", v)
-            continue
-        key = ck._V1_NAMES.get(k, k)
-        assert new[key] == v and type(new[key]) in (type(v), float, tuple), (k, new[key], v)
 
 
 def test_the_paper_presets():
@@ -71,9 +64,7 @@ def test_the_demo_is_the_quick_preset_at_32px_for_14_minutes():
 
 
 def test_one_name_per_setting():
-    names = [f.name for s in ("network", "optim", "loss", "augment", "data", "run", "session")
-             for f in dataclasses.fields(getattr(TrainConfig(), s))]
-    assert len(names) == len(set(names)) == len(FIELDS)
+    # (unique names across the sections are asserted when ilsgan.config is imported)
     assert not {"style_mixing", "pl_weight", "truncation_psi"} & set(FIELDS)  # never read: gone
 
 
@@ -107,4 +98,3 @@ def test_cfg_items():
                       ("keep=some", "expected int, or 'all'"), ("z_dim", "KEY=VALUE")):
         with pytest.raises(ConfigError, match=msg):
             parse_cfg_items([item])
-    assert SessionConfig().keep == ck.DEFAULT_KEEP

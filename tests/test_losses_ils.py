@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import require_backend
-from ilsgan.losses import area_loss, binarization_loss, ils_loss, ils_sigma, mask_loss
+from ilsgan.losses import area_loss, binarization_loss, ils_loss, mask_loss
 from ilsgan.ops import composite
 from ilsgan.ops._ils_terms import SPEC
 
@@ -79,10 +79,6 @@ def test_ils_loss_random_perms_are_permutations():
     # identity permutations: I = 0 exactly
     ident = torch.arange(6)
     assert ils_loss(f, b, m, 1.0, ident, ident, impl="ref").abs().item() < 1e-12
-
-
-def test_sigma_schedule():
-    assert ils_sigma(0) == 0.2 and ils_sigma(400) == 0.2 and ils_sigma(400.1) == 1.0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -12,7 +12,7 @@ import pytest
 
 from ilsgan import train
 
-from _train_tiny import TINY_CFG_ARGS
+from _train_tiny import TINY_CFG_ARGS, cli_config
 
 FAST = ["--no-progress", "--no-tensorboard", "--data", "synthetic:easy", "--aug", "noaug", "--final-eval", "off"]
 
@@ -33,13 +33,6 @@ def test_help_documents_options(capsys):
         assert opt in text, opt
 
 
-def _config(argv):
-    """The config a new run of ``argv`` starts with."""
-    from ilsgan.config import get_preset
-    args = train.build_parser().parse_args(argv)
-    return get_preset(train.choose_preset(args)).replace(**train.flag_settings(args))
-
-
 def test_demo_is_the_default_unless_data_or_preset_is_chosen():
     parse = train.build_parser().parse_args
     assert train.choose_preset(parse([])) == "demo"
@@ -47,18 +40,13 @@ def test_demo_is_the_default_unless_data_or_preset_is_chosen():
     assert train.choose_preset(parse(["--data", "synthetic:hard"])) == "quick"
     assert train.choose_preset(parse(["--preset", "paper64"])) == "paper64"
     assert train.choose_preset(parse(["--resume", "latest"])) is None  # the checkpoint's settings
-    cfg = _config(["--kimg", "1"])
+    cfg = cli_config(["--kimg", "1"])
     assert (cfg.network.resolution, cfg.run.kimg, cfg.preset, cfg.session.minutes) == (32, 1.0, "demo", 14.0)
 
 
 def test_every_option_sets_the_setting_of_its_name():
-    from ilsgan.config import FIELDS
+    # (that each option's flag is its setting's name is asserted where the options are built)
     p = train.build_parser()
-    dests = {a.dest for a in p._actions} - {"help", "preset", "resume", "cfg"}
-    assert dests <= set(FIELDS), dests - set(FIELDS)
-    for a in p._actions:
-        if a.dest in dests:
-            assert a.option_strings == ["--" + a.dest.replace("_", "-")], a.option_strings
     given = ["--w-bin", "1.5", "--ils", "off", "--area-mirror", "auto", "--keep", "all", "--aug", "noaug",
              "--crop", "box", "--glr", "0.01", "--no-progress", "--cfg", "w_area=3", "--cfg", "ils_sigma=0.1,0.5"]
     assert train.flag_settings(p.parse_args(given)) == {
@@ -69,10 +57,16 @@ def test_every_option_sets_the_setting_of_its_name():
 
 def test_area_mirror_option_reaches_the_loss():
     # quick (and the demo): two-sided area prior; paper presets: the release's automatic rule (only with --shift 0)
-    assert _config([]).loss.area_mirror is True
-    assert _config(["--preset", "paper64"]).loss.area_mirror is None
-    for opt, want in (("on", True), ("off", False), ("auto", None)):
-        assert _config(["--preset", "paper64", "--area-mirror", opt]).loss.area_mirror is want
+    from ilsgan.losses.gan import ILSGANLoss
+
+    def mirror(argv):
+        return ILSGANLoss(None, None, cfg=cli_config(argv).loss, r1_gamma=0.0)._mask_mirror()
+    assert mirror([]) is True
+    assert mirror(["--preset", "paper64"]) is False  # auto, with the paper's shift 0.125
+    assert mirror(["--preset", "paper64", "--shift", "0"]) is True  # auto, no perturbation
+    for opt, want in (("on", True), ("off", False)):
+        assert mirror(["--preset", "paper64", "--area-mirror", opt]) is want
+    assert mirror(["--preset", "paper64", "--area-mirror", "auto", "--shift", "0"]) is True
 
 
 def test_end_to_end_tiny_run_and_resume(tmp_path, capsys):

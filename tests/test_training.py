@@ -37,11 +37,12 @@ def test_basic_losses():
 
 
 def test_sigma_schedule_and_weights():
-    w = ILSGANLoss(None, None, cfg=LossConfig(ils_sigma=(0.2, 1.0), ils_switch_kimg=400, w_ils=2.0))
-    assert w.ils_sigma_at(400) == pytest.approx(0.4) and w.ils_sigma_at(400.001) == pytest.approx(2.0)
-    ramp = ILSGANLoss(None, None, cfg=LossConfig(w_bin=2.0, bin_ramp_kimg=10))
+    w = LossConfig(ils_sigma=(0.2, 1.0), ils_switch_kimg=400, w_ils=2.0)
+    assert w.ils_weight_at(0) == pytest.approx(0.4) and w.ils_weight_at(400) == pytest.approx(0.4)
+    assert w.ils_weight_at(400.001) == pytest.approx(2.0)
+    ramp = LossConfig(w_bin=2.0, bin_ramp_kimg=10)
     assert (ramp.w_bin_at(0), ramp.w_bin_at(5), ramp.w_bin_at(20)) == (0.0, 1.0, 2.0)
-    assert ILSGANLoss(None, None).w_bin_at(0) == 2.0
+    assert LossConfig().w_bin_at(0) == 2.0
     assert tiny_cfg().r1_weight() == pytest.approx(0.0002 * 16 * 16 / 4)
     paper = tiny_cfg(resolution=64, batch=32)
     assert paper.r1_weight() == pytest.approx(0.0256) and paper.loss.w_bin == 2 and paper.loss.w_area == 2
@@ -145,7 +146,7 @@ def test_area_ceiling_is_on_the_unperturbed_mask():
     cfg = tiny_cfg()
     G, D = build_networks(cfg)
     w = LossConfig(w_adv=0.0, w_bin=0.0, w_area=1.0, area_mirror=True, ils=False, shift=0.25)
-    loss = ILSGANLoss(G, D, None, w)
+    loss = ILSGANLoss(G, D, None, w, r1_gamma=0.0)
     loss._layers = lambda z: {"fg": torch.rand(8, 3, 16, 16), "bg": torch.rand(8, 3, 16, 16),
                               "mask": torch.ones(8, 1, 16, 16, requires_grad=True)}
     G.requires_grad_(False)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import LossConfig
-from .ils import ils_loss, ils_sigma
+from .ils import ils_loss
 from .mask import mask_loss
 
 __all__ = ["g_nonsaturating_loss", "d_logistic_loss", "r1_penalty", "random_shift", "perturbed_composite",
@@ -78,33 +78,20 @@ class ILSGANLoss:
     - ``"Dreg"``: ``mean (γ/2)·‖∇ D(A(x_real))‖²`` (lazy R1; ``gain`` = the interval).
     - ``"Dboth"``: Dmain + R1 in one pass (no lazy regularization).
 
-    ``cfg``: the weights and schedules (default: the paper's); ``r1_gamma``: the R1 weight γ (default
-    ``cfg.r1_gamma``; the automatic value depends on resolution and batch:
+    ``cfg``: the weights and schedules (default: the paper's); ``r1_gamma``: the R1 weight γ, resolved
+    by the caller (the automatic value depends on resolution and batch:
     :meth:`~ilsgan.config.TrainConfig.r1_weight`).
     """
 
-    def __init__(self, G, D, augment_pipe=None, cfg: Optional[LossConfig] = None, r1_gamma: Optional[float] = None,
+    def __init__(self, G, D, augment_pipe=None, cfg: Optional[LossConfig] = None, *, r1_gamma: float,
                  impl: str = "auto", ada_stats: Optional[Callable[[Tensor], None]] = None):
         self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
         self.cfg = cfg if cfg is not None else LossConfig()
-        self.r1_gamma = float(r1_gamma) if r1_gamma is not None else self.cfg.r1_gamma
+        self.r1_gamma = float(r1_gamma)
         self.impl = impl
         self.ada_stats = ada_stats
-
-    # -- schedules -----------------------------------------------------------------------------
-    def w_bin_at(self, kimg: float) -> float:
-        """The binarization weight at ``kimg``: ``w_bin``, ramped up linearly over ``bin_ramp_kimg``."""
-        c = self.cfg
-        if c.bin_ramp_kimg <= 0:
-            return c.w_bin
-        return c.w_bin * min(1.0, kimg / c.bin_ramp_kimg)
-
-    def ils_sigma_at(self, kimg: float) -> float:
-        """The weight of the ILS term at ``kimg``: ``w_ils * ils_sigma[0 or 1]`` (switch at ``ils_switch_kimg``)."""
-        early, late = self.cfg.ils_sigma
-        return self.cfg.w_ils * ils_sigma(kimg, self.cfg.ils_switch_kimg, early, late)
 
     # -- helpers -------------------------------------------------------------------------------
     def _layers(self, z: Tensor) -> Dict[str, Tensor]:
@@ -135,13 +122,13 @@ class ILSGANLoss:
             logits = self.run_D(x_T)
             adv = g_nonsaturating_loss(logits)
             per_sample = w.w_adv * adv
-            w_bin = self.w_bin_at(cur_nimg / 1000)
+            w_bin = self.cfg.w_bin_at(cur_nimg / 1000)
             if w_bin or w.w_area:
                 per_sample = per_sample + mask_loss(m_T, w_bin=w_bin, w_area=w.w_area, area_min=w.area_min,
                                                     mirror=self._mask_mirror(), mirror_mask=m, impl=self.impl)
             loss = per_sample.mean()
             if w.ils and w.w_ils:
-                sigma = self.ils_sigma_at(cur_nimg / 1000)
+                sigma = self.cfg.ils_weight_at(cur_nimg / 1000)
                 l_ils = ils_loss(fg, bg, m, sigma, distribution=w.ils_dist, impl=self.impl)
                 loss = loss + l_ils
                 stats["Loss/ILS"] = l_ils.detach()
@@ -186,8 +173,6 @@ class ILSGANLoss:
             loss = loss + loss_real.mean()
         if phase in ("Dreg", "Dboth"):
             gamma = self.r1_gamma
-            if gamma is None:
-                raise ValueError("ILSGANLoss: the R1 weight is automatic (cfg.r1_gamma None): pass r1_gamma")
             pen = r1_penalty(real_logits, real, gamma)
             stats["Loss/r1_penalty"] = (pen.detach() / max(gamma / 2, 1e-30)).mean()
             stats["Loss/D/reg"] = pen.detach().mean()

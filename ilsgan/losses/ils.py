@@ -12,11 +12,6 @@ from torch import Tensor
 from ilsgan.ops import ils_terms
 
 
-def ils_sigma(kimg: float, switch_kimg: float = 400.0, early: float = 0.2, late: float = 1.0) -> float:
-    """The sigma schedule of the release: ``early`` while ``kimg <= switch_kimg``, then ``late``."""
-    return early if kimg <= switch_kimg else late
-
-
 def ils_loss(
     f: Tensor,
     b: Tensor,

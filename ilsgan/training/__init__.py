@@ -4,7 +4,7 @@ data-parallel), used by the CLI ``python -m ilsgan.train``."""
 
 from .faults import PeerLost, RunAborted
 from .loop import InfiniteSampler, Trainer, lazy_adam_params, train
-from .prepare import PreparedRun, StopRequest, op_backends, open_training_data, prepare_run
+from .prepare import PreparedRun, StopRequest, op_backends, prepare_run
 
 __all__ = ["prepare_run", "train", "PreparedRun", "Trainer", "InfiniteSampler", "StopRequest", "lazy_adam_params",
-           "op_backends", "open_training_data", "RunAborted", "PeerLost"]
+           "op_backends", "RunAborted", "PeerLost"]

@@ -8,7 +8,7 @@ StyleGAN3; equivalent to ``DistributedDataParallel`` gradient averaging, but it 
 phases that call ``G.layers`` and for R1's double backward, which DDP's reducer hooks do not support).
 
 No process waits forever for another: every collective has a timeout (``timeout_s``, the CLI's
-``--dist-timeout``, default :data:`DEFAULT_TIMEOUT_S`). A dead peer is noticed at once (its sockets
+``--dist-timeout``, default :data:`ilsgan.config.DEFAULT_DIST_TIMEOUT_S`). A dead peer is noticed at once (its sockets
 close), a hung one after the timeout; the training loop then raises
 :class:`ilsgan.training.faults.PeerLost` and :func:`abort` drops the process group without a barrier.
 """
@@ -26,9 +26,8 @@ import torch.distributed as dist
 from ..config import DEFAULT_DIST_TIMEOUT_S
 
 __all__ = ["DistInfo", "init_from_env", "sync_grads", "broadcast_module", "all_reduce_mean", "any_flag", "any_flags",
-           "cleanup", "abort", "DEFAULT_TIMEOUT_S"]
+           "cleanup", "abort"]
 
-DEFAULT_TIMEOUT_S = DEFAULT_DIST_TIMEOUT_S  # the reason for its value: ilsgan.config
 
 
 @dataclass
@@ -47,7 +46,7 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_from_env(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistInfo:
+def init_from_env(device: str, timeout_s: float = DEFAULT_DIST_TIMEOUT_S) -> DistInfo:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else single process.
     ``timeout_s`` bounds the rendezvous and every collective (a peer silent for longer is lost)."""
     if not timeout_s > 0:

@@ -47,7 +47,7 @@ from .prepare import PreparedRun, StopRequest
 from .snapshot import fixed_latents, save_image_grid, save_layer_grid
 from .stats import JsonlLogger, StatsCollector, TensorBoardWriter, collapse_warning, plot_log
 
-__all__ = ["train", "Trainer", "InfiniteSampler", "lazy_adam_params", "StopRequest", "RunAborted"]
+__all__ = ["train", "Trainer", "InfiniteSampler", "lazy_adam_params"]
 
 
 class InfiniteSampler(torch.utils.data.Sampler):
@@ -190,9 +190,7 @@ class Trainer:
             device = torch.device("cuda", self.dist.local_rank)
         self.device = device
         self.world, self.rank = self.dist.world_size, self.dist.rank
-        self.batch = self.cfg.optim.batch
-        if self.batch % self.world != 0:
-            raise ValueError(f"--batch {self.batch} is not divisible by the number of processes {self.world}")
+        self.batch = self.cfg.optim.batch  # divisible by the world size: prepare_run checks it
         self.batch_gpu = self.batch // self.world
 
     def _seed(self) -> None:

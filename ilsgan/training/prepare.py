@@ -23,7 +23,7 @@ from .. import checkpoints as ck
 from .. import data as data_mod
 from ..config import FIELDS, ConfigError, SessionConfig, TrainConfig
 
-__all__ = ["PreparedRun", "prepare_run", "StopRequest", "open_training_data", "op_backends"]
+__all__ = ["PreparedRun", "prepare_run", "StopRequest", "op_backends"]
 
 
 class StopRequest:
@@ -69,10 +69,9 @@ def op_backends(device_type: str, impl: str) -> Dict[str, str]:
     return {op: d[device_type]["auto"] if impl == "auto" else impl for op, d in sorted(backend_info().items())}
 
 
-def open_training_data(config: TrainConfig, spec: Optional[str] = None):
-    """The training images of ``config`` (or of data ``spec``): at its resolution, with its crop, in
-    the order of its seed."""
-    return data_mod.open_dataset(spec or config.data.data, config.network.resolution, split="train",
+def _open_training_data(config: TrainConfig):
+    """The training images of ``config``: at its resolution, with its crop, in the order of its seed."""
+    return data_mod.open_dataset(config.data.data, config.network.resolution, split="train",
                                  seed=config.run.seed, crop=config.data.crop)
 
 
@@ -157,8 +156,7 @@ def prepare_run(config: Optional[TrainConfig], resume=None, overrides: Mapping[s
     session_overrides = {k: v for k, v in overrides.items() if FIELDS.get(k) == "session"}
     session = (config if config is not None else TrainConfig()).replace(**session_overrides).session
     device = _device(session.device)
-    notes = _set_up_process(session, device)
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
     checkpoint = None
     changes: List[Tuple[str, Any, Any]] = []
@@ -174,12 +172,15 @@ def prepare_run(config: Optional[TrainConfig], resume=None, overrides: Mapping[s
     else:
         config = config.replace(**overrides)
     config = config.replace(device=str(device))
+    if config.optim.batch % world:
+        raise ConfigError(f"--batch {config.optim.batch} is not divisible by the number of processes {world}")
+    notes = _set_up_process(config.session, device)  # process-wide: only once the settings are valid
 
     run_dir = _run_dir(config.session, checkpoint, rank)
     if rank == 0:
         _check_outdir(run_dir)
     try:
-        dataset = open_training_data(config)
+        dataset = _open_training_data(config)
         if len(dataset) == 0:
             raise data_mod.DatasetError(f"dataset {config.data.data!r} contains no images")
     except data_mod.DatasetError as e:
