@@ -11,10 +11,11 @@ exact computation.
 
 Each repetition times one iteration of every (config, variant) in turn (the order rotates between
 repetitions), after ``--warmup`` untimed ones: G main + D main, and the lazy R1 step, which runs
-every 16 iterations (``s/iter = main + Dreg/16``, as ``bench_train.py``). Reported: medians, images
-per second, speed-ups (``t_baseline / t``, > 1 is faster) against fp32/contiguous of the same config,
-bf16 vs fp32 at each layout and channels_last vs contiguous at each precision, plus the CPU's model,
-whether it has native bfloat16 (``avx512_bf16`` / ``amx_bf16``), its flags line and the torch version.
+every ``D_reg_interval`` iterations (16 in the presets: ``s/iter = main + Dreg/16``, as
+``bench_train.py``). Reported: medians, images per second, speed-ups (``t_baseline / t``, > 1 is
+faster) against fp32/contiguous of the same config, bf16 vs fp32 at each layout and channels_last vs
+contiguous at each precision, plus the CPU's model, whether it has native bfloat16 (``avx512_bf16`` /
+``amx_bf16``), its flags and the torch version.
 
     python benchmarks/bench_precision.py                     # both configs, 4 variants, 5 repetitions
     python benchmarks/bench_precision.py --reps 1 --configs demo --json out.json
@@ -37,8 +38,8 @@ import warnings
 import torch
 
 # conftest applies the training run's CPU malloc setting (script mode too); bench_train has TrainStep
-from conftest import DEVICE, MALLOC
-from bench_train import REG_INTERVAL, TrainStep
+from conftest import DEVICE, MALLOC, sync
+from bench_train import TrainStep
 
 CONFIGS = {
     "demo": dict(preset="quick", resolution=32, batch=16),
@@ -48,34 +49,25 @@ PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("contiguous", "channels_last")
 
 
-def _sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _timed(fn):
-    _sync()
+    """Seconds of one call (bench_train's ``_time`` averages several after a warm-up: here each
+    repetition is recorded, interleaved with the other variants)."""
+    sync()
     t = time.perf_counter()
     fn()
-    _sync()
+    sync()
     return time.perf_counter() - t
 
 
 def cpu_report():
-    """(model name, {flag: present} for the bf16-relevant flags, the whole flags line)."""
-    from ilsgan.precision import cpu_flags, cpu_has_native_bf16
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    flags = cpu_flags()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-    return model, cpu_has_native_bf16(), {f: f in flags for f in wanted}, " ".join(sorted(flags))
+    """(model name, native bf16, {flag: present} for the bf16-relevant flags, all flags) from
+    :func:`ilsgan.precision.cpu_info` (torch's capability names, or /proc/cpuinfo's on older torch)."""
+    from ilsgan.precision import NATIVE_BF16_FLAGS, cpu_has_native_bf16, cpu_info
+    model, flags = cpu_info()
+    avx512f = "avx512_f" if "avx512_f" in flags else "avx512f"  # torch's name / /proc's name
+    wanted = ("avx2", avx512f, "amx_tile") + NATIVE_BF16_FLAGS
+    return (model or platform.machine(), cpu_has_native_bf16(), {f: f in flags for f in wanted},
+            " ".join(sorted(flags)))
 
 
 def main(argv=None):
@@ -144,10 +136,11 @@ def main(argv=None):
     for k in keys:
         tm = statistics.median(times[k]["main"])
         tr = statistics.median(times[k]["reg"]) if times[k]["reg"] else 0.0
-        results[k] = dict(main=tm, reg=tr, iter=tm + tr / REG_INTERVAL)
+        results[k] = dict(main=tm, reg=tr, iter=tm + tr / steps[k].reg_interval)
 
-    print(f"\nmedians of {args.reps} interleaved repetitions; s/iter = main + Dreg/{REG_INTERVAL}; "
-          "speed-up = t(baseline) / t (> 1: faster)")
+    intervals = sorted({s.reg_interval for s in steps.values()})
+    print(f"\nmedians of {args.reps} interleaved repetitions; s/iter = main + Dreg/"
+          f"{'/'.join(map(str, intervals))} (D_reg_interval); speed-up = t(baseline) / t (> 1: faster)")
     for name in args.configs:
         c = CONFIGS[name]
         nres = steps[(name,) + variants[0]].cfg["num_fp16_res"]

@@ -23,16 +23,10 @@ import pytest
 import torch
 
 # conftest also applies the training run's CPU malloc setting, in script mode too
-from conftest import DEVICE
+from conftest import DEVICE, sync
 PRESETS = ("quick", "paper64", "paper128") if DEVICE.type == "cuda" else ("quick",)
 IMPLS = ("auto", "ref")
 BATCH = 32
-REG_INTERVAL = 16
-
-
-def _sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
 
 
 class TrainStep:
@@ -69,6 +63,7 @@ class TrainStep:
         self.real = (torch.rand(batch, 3, r, r, device=device) * 2 - 1)
         self.batch = batch
         self.device = device
+        self.reg_interval = opt.D_reg_interval  # the lazy R1 step runs every this many iterations
 
     def _phase(self, name, module, opt, gain=1):
         opt.zero_grad(set_to_none=True)
@@ -81,11 +76,11 @@ class TrainStep:
     def main(self):
         self._phase("Gmain", self.G, self.G_opt)
         self._phase("Dmain", self.D, self.D_opt)
-        _sync()
+        sync()
 
     def reg(self):
-        self._phase("Dreg", self.D, self.D_opt, gain=REG_INTERVAL)
-        _sync()
+        self._phase("Dreg", self.D, self.D_opt, gain=self.reg_interval)
+        sync()
 
 
 _STEPS = {}
@@ -124,7 +119,7 @@ def test_train_dreg(benchmark, preset, impl):
     step = _step(preset, impl)
     step.reg()
     benchmark.group = f"train Dreg {_res(preset)}px b{BATCH} {preset}"
-    benchmark.extra_info.update(impl=impl, preset=preset, batch=BATCH, device=str(DEVICE), every=REG_INTERVAL)
+    benchmark.extra_info.update(impl=impl, preset=preset, batch=BATCH, device=str(DEVICE), every=step.reg_interval)
     benchmark.pedantic(step.reg, rounds=3 if DEVICE.type == "cpu" else 20, warmup_rounds=0)
 
 
@@ -153,7 +148,7 @@ def main():
                 step = TrainStep(preset, impl, batch=args.batch, resolution=args.resolution)
             t_main = _time(step.main, args.iters)
             t_reg = _time(step.reg, max(1, args.iters // 2))
-            s_iter = t_main + t_reg / REG_INTERVAL
+            s_iter = t_main + t_reg / step.reg_interval
             rows[impl] = s_iter
             print(f"{preset:9s} {step.cfg['resolution']}px impl={impl:5s} main {t_main:.3f} s  Dreg {t_reg:.3f} s  "
                   f"-> {s_iter:.3f} s/iter, {s_iter * 1000 / args.batch:.1f} s/kimg")

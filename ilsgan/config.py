@@ -44,7 +44,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 __all__ = ["TrainConfig", "NetworkConfig", "OptimConfig", "LossConfig", "AugmentConfig", "DataConfig", "RunConfig",
            "SessionConfig", "ConfigError", "PRESETS", "get_preset", "FIELDS", "parse_cfg_items", "parse_value", "check_value",
-           "DEFAULT_KEEP", "DEFAULT_DIST_TIMEOUT_S"]
+           "DEFAULT_KEEP", "DEFAULT_DIST_TIMEOUT_S", "PRECISIONS"]
 
 # Numbered snapshots kept besides checkpoint-latest.pt (``--keep``): enough to step back past a bad
 # stretch of training, few enough that a long paper run does not fill a disk (5 x 35 MB for the demo).
@@ -53,6 +53,10 @@ DEFAULT_KEEP = 5
 # Longer than rank 0 takes for a snapshot (grid, plot, a paper128 checkpoint on a slow disk) while the
 # other ranks wait in the next collective; short enough that a hung peer does not hold a job for long.
 DEFAULT_DIST_TIMEOUT_S = 600.0
+
+# The choices of ``network.precision``, declared here once (what each means: :mod:`ilsgan.precision`,
+# which imports them; this module does not import torch).
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -150,7 +154,7 @@ class NetworkConfig(_Section):
     channel_base: int = 16384
     channel_max: int = 256
     num_fp16_res: int = 4
-    precision: str = _opt("auto", choices=("auto", "fp32", "bf16"))
+    precision: str = _opt("auto", choices=PRECISIONS)
     conv_clamp: Optional[int] = 256
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1

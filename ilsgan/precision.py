@@ -18,16 +18,19 @@ and losses are float32.
 from __future__ import annotations
 
 import functools
-import sys
-from typing import Dict, FrozenSet, Optional, Union
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["PRECISIONS", "NATIVE_BF16_FLAGS", "check_precision", "cpu_flags", "cpu_has_native_bf16",
-           "low_precision_dtype", "effective_precision", "describe", "summary"]
+# the choices are declared with the setting (ilsgan.config stays free of torch: ``--help`` and option
+# errors of ``python -m ilsgan.train`` do not import it)
+from .config import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16")
-# /proc/cpuinfo flags of x86 processors with bfloat16 arithmetic (AVX512-BF16, AMX-BF16).
+__all__ = ["PRECISIONS", "NATIVE_BF16_FLAGS", "check_precision", "cpu_info", "cpu_flags", "cpu_has_native_bf16",
+           "low_precision_dtype", "block_dtype", "effective_precision", "describe", "summary"]
+
+# x86 features of bfloat16 arithmetic (AVX512-BF16, AMX-BF16): the same names in
+# torch.cpu.get_capabilities() and in the flags of /proc/cpuinfo
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -38,25 +41,52 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_flags() -> FrozenSet[str]:
-    """The CPU feature flags of the first processor in ``/proc/cpuinfo`` (empty where there is none,
-    e.g. not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return frozenset()
+def _torch_cpu_info() -> Optional[Tuple[str, FrozenSet[str]]]:
+    """From ``torch.cpu.get_capabilities()`` (torch's cpuinfo; None where this torch has none): the
+    features reported True (booleans only: cache sizes and core counts are left out)."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is None:
+        return None
     try:
-        with open("/proc/cpuinfo") as f:
+        caps = get()
+    except Exception:
+        return None
+    return str(caps.get("cpu_name", "")), frozenset(k for k, v in caps.items() if v is True)
+
+
+def _proc_cpu_info(path: str = "/proc/cpuinfo") -> Tuple[str, FrozenSet[str]]:
+    """The ``model name`` and ``flags`` of the first processor in ``path`` (x86 Linux; empty elsewhere)."""
+    model, flags = "", frozenset()
+    try:
+        with open(path) as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return frozenset(value.split())
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key == "flags":
+                    flags = frozenset(value.split())
+                    break
     except OSError:
         pass
-    return frozenset()
+    return model, flags
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_info() -> Tuple[str, FrozenSet[str]]:
+    """(model name, feature flags) of this CPU, read once: from ``torch.cpu.get_capabilities()``
+    where torch has it, else from ``/proc/cpuinfo`` (older torch); ``("", frozenset())`` where neither
+    says anything."""
+    return _torch_cpu_info() or _proc_cpu_info()
+
+
+def cpu_flags() -> FrozenSet[str]:
+    """The CPU's feature flags (:func:`cpu_info`)."""
+    return cpu_info()[1]
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (``avx512_bf16`` or ``amx_bf16`` in its flags);
+    """Whether this CPU computes bfloat16 natively (one of :data:`NATIVE_BF16_FLAGS` in its flags);
     elsewhere torch emulates bfloat16 through float32, which is slower than float32 itself."""
     flags = cpu_flags()
     return any(f in flags for f in NATIVE_BF16_FLAGS)
@@ -64,12 +94,16 @@ def cpu_has_native_bf16() -> bool:
 
 def low_precision_dtype(precision: str, device: Union[str, torch.device]) -> Optional[torch.dtype]:
     """The dtype of the mixed-precision blocks on ``device`` for ``precision``; None = float32."""
-    check_precision(precision)
+    return block_dtype(check_precision(precision), torch.device(device).type)
+
+
+def block_dtype(precision: str, device_type: str) -> Optional[torch.dtype]:
+    """:func:`low_precision_dtype` of a ``precision`` already checked (:func:`check_precision`) on
+    ``device_type`` (``"cpu"``, ``"cuda"``): what a block runs on each forward, without checking again."""
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
-    device_type = torch.device(device).type
     if device_type == "cuda":
         return torch.float16
     if device_type == "cpu" and cpu_has_native_bf16():
@@ -89,7 +123,8 @@ def describe(precision: str, device: Union[str, torch.device], num_fp16_res: int
     runs = effective_precision(precision, device, num_fp16_res)
     device_type = torch.device(device).type
     if runs == "fp32" and num_fp16_res and precision != "fp32":
-        why = "this CPU has no native bfloat16 (avx512_bf16/amx_bf16)" if device_type == "cpu" else "no 16-bit dtype"
+        why = (f"this CPU has no native bfloat16 ({'/'.join(NATIVE_BF16_FLAGS)})" if device_type == "cpu"
+               else "no 16-bit dtype")
         note = f"float32 everywhere ({why})"
     elif runs == "fp32" and precision != "fp32":
         note = "float32 everywhere (the config has no mixed-precision resolutions: num_fp16_res=0)"
@@ -105,7 +140,6 @@ def describe(precision: str, device: Union[str, torch.device], num_fp16_res: int
     return info
 
 
-def summary(precision: str, device: Union[str, torch.device], num_fp16_res: int) -> str:
-    """One line for a run's start-up report."""
-    info = describe(precision, device, num_fp16_res)
+def summary(info: Mapping[str, Any]) -> str:
+    """One line for a run's start-up report, of :func:`describe`'s record."""
     return f"precision: {info['runs']} (--precision {info['choice']}): {info['note']}"

@@ -231,7 +231,7 @@ def _header(run, implicit_demo: bool) -> None:
     print(f"op backends on {run.device.type} (--impl {impl}):")
     for op, b in run.op_backends.items():
         print(f"  {op:18s} {b}{forced}")
-    print(precision_summary(cfg.network.precision, run.device, cfg.network.num_fp16_res))
+    print(precision_summary(run.precision))
     for note in run.notes:
         print(note)
     if run.changes:

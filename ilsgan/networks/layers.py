@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from ..precision import check_precision, low_precision_dtype
+from ..precision import block_dtype, check_precision
 
 __all__ = [
     "activation_gain",
@@ -44,15 +44,18 @@ def compute_dtype(use_fp16: bool, device: torch.device, force_fp32: bool = False
                   base: torch.dtype = torch.float32, precision: str = "auto") -> torch.dtype:
     """The dtype a block computes in: for a mixed-precision block (``use_fp16``) with float32
     parameters, the 16-bit dtype of ``precision`` on ``device``
-    (:func:`ilsgan.precision.low_precision_dtype`: ``"auto"`` = float16 on CUDA, bfloat16 on a CPU
+    (:func:`ilsgan.precision.block_dtype`: ``"auto"`` = float16 on CUDA, bfloat16 on a CPU
     with native bfloat16); else ``base`` (the parameters' dtype: float32 normally, float64 for a
     ``.double()`` network in tests).
+
+    Called on every forward of every block: ``precision`` is not checked again here (the blocks
+    check it when built and in :func:`set_precision`).
 
     float16 is never used on CPU: torch's CPU float16 convolutions are slow or missing, so there a
     preset with ``num_fp16_res > 0`` runs in float32 unless bfloat16 is chosen or native.
     """
     if use_fp16 and not force_fp32 and base == torch.float32:
-        return low_precision_dtype(precision, device) or base
+        return block_dtype(precision, device.type) or base
     return base
 
 

@@ -39,7 +39,6 @@ import torch
 from .. import checkpoints as ck
 from ..data import DatasetError
 from ..losses.gan import ILSGANLoss
-from ..precision import describe as describe_precision
 from . import distributed as dd
 from .ema import ema_beta, update_ema
 from .faults import DEFAULT_MAX_DATA_FAILURES, DataFailureMonitor, PeerLost, RunAborted, is_comm_failure
@@ -284,8 +283,7 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir / "config.json", "w") as f:
                 json.dump({"config": self.cfg.to_dict(), "op_backends": prep.op_backends,
-                           "precision": describe_precision(self.cfg.network.precision, self.device,
-                                                           self.cfg.network.num_fp16_res),
+                           "precision": prep.precision,
                            "world_size": self.world, "resumed_from": prep.resumed_from,
                            "resume_changes": {k: [a, b] for k, a, b in prep.changes}}, f, indent=2)
             self.logger = JsonlLogger(run_dir / "log.jsonl")

@@ -22,6 +22,7 @@ import torch
 from .. import checkpoints as ck
 from .. import data as data_mod
 from ..config import FIELDS, ConfigError, SessionConfig, TrainConfig
+from ..precision import describe as describe_precision
 
 __all__ = ["PreparedRun", "prepare_run", "StopRequest", "op_backends"]
 
@@ -46,12 +47,15 @@ class StopRequest:
 class PreparedRun:
     """A run ready to train. ``checkpoint``: the resume checkpoint (:func:`ilsgan.checkpoints.load_checkpoint`'s
     dict; None for a new run); ``changes``: ``(setting, checkpoint's value, this run's value)`` of the
-    settings a resume changes; ``notes``: lines for the run's header."""
+    settings a resume changes; ``notes``: lines for the run's header; ``precision``: what the
+    mixed-precision blocks compute in (:func:`ilsgan.precision.describe`: the header's line and
+    config.json's record)."""
     config: TrainConfig
     run_dir: Path
     dataset: Any
     device: torch.device
     op_backends: Dict[str, str]
+    precision: Dict[str, Any]
     checkpoint: Optional[Dict[str, Any]] = None
     changes: List[Tuple[str, Any, Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
@@ -147,8 +151,9 @@ def prepare_run(config: Optional[TrainConfig], resume=None, overrides: Mapping[s
     setting), and the other settings that differ are listed in :attr:`PreparedRun.changes`.
 
     Opens the dataset once (an empty one is an error), loads the checkpoint once, chooses the run
-    directory once (rank 0 creates it and checks that it is writable) and resolves the device and the
-    op backends once. The process-wide settings ``threads`` and ``cpu_malloc`` are applied here.
+    directory once (rank 0 creates it and checks that it is writable) and resolves the device, the
+    op backends and the precision once. The process-wide settings ``threads`` and ``cpu_malloc`` are
+    applied here.
     """
     overrides = dict(overrides)
     if config is None and resume is None:
@@ -186,5 +191,7 @@ def prepare_run(config: Optional[TrainConfig], resume=None, overrides: Mapping[s
     except data_mod.DatasetError as e:
         raise ConfigError(f"--data: {e}") from None
     return PreparedRun(config=config, run_dir=run_dir, dataset=dataset, device=device,
-                       op_backends=op_backends(device.type, config.session.impl), checkpoint=checkpoint,
+                       op_backends=op_backends(device.type, config.session.impl),
+                       precision=describe_precision(config.network.precision, device, config.network.num_fp16_res),
+                       checkpoint=checkpoint,
                        changes=changes, notes=notes, log_fn=log_fn)
