@@ -13,7 +13,7 @@ from ilsgan.config import ConfigError, get_preset
 from ilsgan.networks import (Conv2dLayer, SynthesisLayer, ToRGBLayer, build_networks, compute_dtype,
                              set_precision)
 
-from _train_tiny import TINY_CFG_ARGS, tiny_cfg
+from _train_tiny import TINY_CFG_ARGS, cli_config, tiny_cfg
 
 
 def _flags(monkeypatch, *flags):
@@ -164,17 +164,12 @@ def test_tiny_training_run(tmp_path, capsys, monkeypatch, choice):
         assert recs[-1][k] == recs[-1][k], k  # finite (not NaN)
 
 
-def _config(argv):
-    args = train.build_parser().parse_args(argv)
-    return get_preset(train.choose_preset(args)).replace(**train.flag_settings(args))
-
-
 def test_precision_option_and_config(capsys):
     assert all(get_preset(name).network.precision == "auto" for name in ("paper64", "paper128", "quick", "demo"))
-    assert _config([]).network.precision == "auto"
-    assert _config(["--precision", "bf16"]).network.precision == "bf16"
-    assert _config(["--preset", "paper64", "--precision", "fp32"])["precision"] == "fp32"
-    assert _config(["--cfg", "precision=bf16"]).network.precision == "bf16"
+    assert cli_config([]).network.precision == "auto"
+    assert cli_config(["--precision", "bf16"]).network.precision == "bf16"
+    assert cli_config(["--preset", "paper64", "--precision", "fp32"])["precision"] == "fp32"
+    assert cli_config(["--cfg", "precision=bf16"]).network.precision == "bf16"
     assert train.flag_settings(train.build_parser().parse_args(["--precision", "fp32"])) == {"precision": "fp32"}
     with pytest.raises(SystemExit):
         train.main(["--precision", "fp16"])
