@@ -61,7 +61,9 @@ def bf16_randn(*shape, seed=0, scale=1.0, noncontig=False):
     return x
 
 
-def assert_close_bf16(got, want, what="", rtol=BF16_RTOL, norm=False):
+def assert_close_bf16(got, want, what="", rtol=BF16_RTOL, norm=False, atol=None):
+    """Elementwise within ``rtol`` of the value plus ``atol`` (default: ``rtol`` of the largest
+    element); ``norm=True``: relative L2 error within ``rtol``."""
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
     assert torch.isfinite(got).all(), f"{what}: non-finite values"
@@ -69,5 +71,39 @@ def assert_close_bf16(got, want, what="", rtol=BF16_RTOL, norm=False):
         err = (got - want).norm() / want.norm().clamp_min(1e-30)
         assert err <= rtol, f"{what}: relative L2 error {err:.3g} > {rtol}"
         return
-    scale = want.abs().max().item()
-    torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{what}: {m}")
+    atol = rtol * want.abs().max().item() if atol is None else atol
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def bf16_vs_ref64(fn, inputs, cotangents, what, out_names, out_dtype=torch.bfloat16, tol=None):
+    """The cpu backend on bfloat16 against ref in float64 on the same values.
+
+    ``fn(**inputs, impl=impl)`` returns a tensor or a tuple of tensors (named ``out_names``). The cpu
+    run takes ``inputs`` as given (bfloat16 activations, float32 parameters where the op takes
+    them); the ref run takes every floating input in float64. Both differentiate
+    ``sum_k (out_k * cotangents[k]).sum()`` (a ``None`` cotangent leaves that output out) with
+    respect to every floating input. Checks: outputs have ``out_dtype``, each gradient has its
+    input's dtype, and each output and gradient (named like its input) is close to ref by
+    :func:`assert_close_bf16` with the keyword arguments ``tol[name]`` (default: ``BF16_RTOL``
+    elementwise). Returns ``{name: (cpu value, ref value)}``.
+    """
+    tol = tol or {}
+    res = {}
+    for impl in ("cpu", "ref"):
+        leaves = {k: v if v is None or not v.is_floating_point()
+                  else v.detach().to(v.dtype if impl == "cpu" else torch.float64).requires_grad_(True)
+                  for k, v in inputs.items()}
+        outs = fn(**leaves, impl=impl)
+        outs = (outs,) if isinstance(outs, torch.Tensor) else tuple(outs)
+        assert len(outs) == len(out_names) == len(cotangents), what
+        diff = [k for k, v in leaves.items() if v is not None and v.requires_grad]
+        loss = sum((o * c.to(o.dtype)).sum() for o, c in zip(outs, cotangents) if c is not None)
+        grads = torch.autograd.grad(loss, [leaves[k] for k in diff], allow_unused=True)
+        res[impl] = dict(zip(out_names, outs), **dict(zip(diff, grads)))
+    pairs = {k: (res["cpu"][k], res["ref"][k]) for k in res["ref"]}
+    for name, (got, want) in pairs.items():
+        assert got is not None and want is not None, f"{what} {name}: no gradient"
+        dtype = out_dtype if name in out_names else inputs[name].dtype
+        assert got.dtype == dtype, f"{what} {name}: dtype {got.dtype}, expected {dtype}"
+        assert_close_bf16(got, want, f"{what} {name}", **tol.get(name, {}))
+    return pairs

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import assert_close_bf16, bf16_randn, require_backend
+from conftest import bf16_randn, bf16_vs_ref64, require_backend
 from ilsgan.ops import BackendUnavailableError
 from ilsgan.ops._composite import SPEC, composite, shift_ref
 
@@ -143,16 +143,8 @@ def test_bfloat16_cpu_vs_ref(shifted):
     m = torch.rand(N, 1, H, W, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
     go, gms = bf16_randn(N, C, H, W, seed=4), bf16_randn(N, 1, H, W, seed=5)
     shift = torch.tensor([[1, -2], [0, 3], [-4, 1]]) if shifted else None
-    res = {}
-    for impl, dt in (("cpu", torch.bfloat16), ("ref", torch.float64)):
-        leaves = [t.detach().to(dt).requires_grad_(True) for t in (f, b, m)]
-        out, ms = composite(*leaves, shift, impl=impl)
-        loss = (out * go.to(dt)).sum() + ((ms * gms.to(dt)).sum() if shifted else 0)
-        res[impl] = (out, ms) + torch.autograd.grad(loss, leaves)
-    assert res["cpu"][0].dtype == torch.bfloat16
-    for name, got, want in zip(("out", "ms", "gf", "gb", "gm"), res["cpu"], res["ref"]):
-        assert got.dtype == torch.bfloat16, name
-        assert_close_bf16(got, want, f"composite bf16 {name} shifted={shifted}")
+    bf16_vs_ref64(lambda f, b, m, impl: composite(f, b, m, shift, impl=impl), dict(f=f, b=b, m=m),
+                  (go, gms if shifted else None), f"composite bf16 shifted={shifted}", ("out", "ms"))
 
 
 def test_validation():

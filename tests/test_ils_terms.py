@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import assert_close_bf16, bf16_randn, require_backend
+from conftest import bf16_randn, bf16_vs_ref64, require_backend
 from ilsgan.ops import BackendUnavailableError
 from ilsgan.ops._ils_terms import MASK_SPEC, SPEC, ils_terms, mask_terms
 
@@ -121,18 +121,10 @@ def test_bfloat16_cpu_vs_ref(dist):
     m = torch.rand(N, 1, H, W, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
     p1, p2 = torch.tensor([2, 0, 1]), torch.tensor([1, 2, 0])
     w = torch.randn(N, 4, generator=torch.Generator().manual_seed(4))
-    res = {}
-    for impl, dt in (("cpu", torch.bfloat16), ("ref", torch.float64)):
-        leaves = [t.detach().to(dt).requires_grad_(True) for t in (f, b, m)]
-        terms = ils_terms(*leaves, p1, p2, dist, impl=impl)
-        mt = mask_terms(leaves[2], impl=impl)
-        res[impl] = (terms, mt) + torch.autograd.grad((terms * w.to(terms.dtype)).sum() + mt.sum(), leaves)
-    assert res["cpu"][0].dtype == torch.float32 and res["cpu"][1].dtype == torch.float32
-    torch.testing.assert_close(res["cpu"][0].double(), res["ref"][0], rtol=2e-6, atol=1e-7)
-    torch.testing.assert_close(res["cpu"][1].double(), res["ref"][1], rtol=2e-6, atol=1e-7)
-    for name, got, want in zip(("gf", "gb", "gm"), res["cpu"][2:], res["ref"][2:]):
-        assert got.dtype == torch.bfloat16, name
-        assert_close_bf16(got, want, f"ils_terms bf16 {dist} {name}")
+    sums = dict(rtol=2e-6, atol=1e-7)
+    bf16_vs_ref64(lambda f, b, m, impl: (ils_terms(f, b, m, p1, p2, dist, impl=impl), mask_terms(m, impl=impl)),
+                  dict(f=f, b=b, m=m), (w, torch.ones(N, 2)), f"ils_terms bf16 {dist}", ("terms", "mask_terms"),
+                  out_dtype=torch.float32, tol=dict(terms=sums, mask_terms=sums))
 
 
 @pytest.mark.parametrize("backend", FAST)

@@ -12,7 +12,6 @@
 // The bias gradient is deterministic: every work item writes its partial sums (double) into its own
 // slot and the slots are summed in a fixed order; work items depend on the shape only.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -21,14 +20,16 @@
 #include <limits>
 #include <vector>
 
+#include "common.h"
+
 namespace {
+
+using ilsgan::Acc;
+using ilsgan::check_float_dtype;
 
 constexpr double kSeluScale = 1.0507009873554804934193349852946;
 constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
 constexpr int64_t kSeg = 8192;  // elements per work item (a piece of output stays in L1/L2 for the db sum)
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
 
 template <int A, typename T>
 inline T act_fwd(T v, T alpha) {
@@ -317,7 +318,7 @@ void check_dense_like(const at::Tensor& t, const at::Tensor& ref, const char* na
 
 void check_common(const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t dim, int64_t act, double clamp) {
   TORCH_CHECK(x.device().is_cpu(), "bias_act (cpu): x must be a CPU tensor");
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "bias_act (cpu): x must be floating point");
+  check_float_dtype(x, "bias_act (cpu)", "x");
   TORCH_CHECK(x.is_non_overlapping_and_dense(), "bias_act (cpu): x must be dense (contiguous or channels_last)");
   TORCH_CHECK(act >= 1 && act <= 9, "bias_act (cpu): act index must be in 1..9, got ", act);
   TORCH_CHECK(x.dim() == 0 || (dim >= 0 && dim < x.dim()), "bias_act (cpu): dim out of range");
@@ -350,7 +351,7 @@ at::Tensor bias_act_fwd(const at::Tensor& x, const c10::optional<at::Tensor>& b,
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
   const Layout l = layout_of(x, dim, b.has_value() && b->defined());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_act_fwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(x.scalar_type(), "bias_act_fwd", [&] {
     ILSGAN_ACT_SWITCH(act, fwd_kernel<A, scalar_t>(x, b, y, l, alpha, gain, clamp));
   });
   return y;
@@ -409,7 +410,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad(const at::Tensor& g, const c10:
   const Layout l = layout_of(g, dim, need_db || (b.has_value() && b->defined()));
   at::Tensor* dbp = need_db ? &db : nullptr;
   const bool cl = clamp >= 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "bias_act_grad", [&] {
+  ILSGAN_DISPATCH_FLOATS(g.scalar_type(), "bias_act_grad", [&] {
     ILSGAN_ACT_SWITCH(act, {
       if (order == 1) {
         if (cl) grad_dispatch_src<A, 1, true, scalar_t>(xsrc, g, x, b, y, dy, out, dbp, l, alpha, gain, clamp);

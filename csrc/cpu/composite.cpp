@@ -6,7 +6,6 @@
 // the same row index. Inputs are contiguous NCHW (the Python wrapper guarantees it); float32,
 // float64, float16 and bfloat16 (16-bit types computed in float32).
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -14,10 +13,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
+using ilsgan::Acc;
+using ilsgan::check_float_dtype;
 
 // The covered x-range [x0, x1) of a row shifted by t (source x - t inside [0, W)).
 inline void covered(int64_t t, int64_t W, int64_t& x0, int64_t& x1) {
@@ -35,6 +36,7 @@ void check_inputs(const at::Tensor& f, const at::Tensor& b, const at::Tensor& m,
               "composite: m must be [N,1,H,W]");
   TORCH_CHECK(f.is_contiguous() && b.is_contiguous() && m.is_contiguous(),
               "composite: f, b, m must be contiguous");
+  check_float_dtype(f, "composite", "f");
   TORCH_CHECK(b.scalar_type() == f.scalar_type() && m.scalar_type() == f.scalar_type(),
               "composite: f, b, m must share one dtype");
   TORCH_CHECK(f.device().is_cpu() && b.device().is_cpu() && m.device().is_cpu(),
@@ -165,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor> composite_fwd(const at::Tensor& f, const at::
   const int64_t N = f.size(0), C = f.size(1), H = f.size(2), W = f.size(3);
   if (f.numel() == 0) return {out, ms};
   const int64_t* S = shift.has_value() ? shift->data_ptr<int64_t>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "composite_fwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(f.scalar_type(), "composite_fwd", [&] {
     fwd_kernel<scalar_t>(f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), S,
                          out.data_ptr<scalar_t>(), shift.has_value() ? ms.data_ptr<scalar_t>() : nullptr, N, C, H, W);
   });
@@ -192,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd(const at::Tensor& g
     return {gf, gb, gm};
   }
   const int64_t* S = shift.has_value() ? shift->data_ptr<int64_t>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "composite_bwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(f.scalar_type(), "composite_bwd", [&] {
     bwd_kernel<scalar_t>(go.data_ptr<scalar_t>(), gms.has_value() ? gms->data_ptr<scalar_t>() : nullptr,
                          f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), S,
                          gf.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(), gm.data_ptr<scalar_t>(), N, C, H, W);

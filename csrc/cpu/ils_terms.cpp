@@ -9,7 +9,6 @@
 // mask gradient is summed over channels in a row buffer. The gradient gate zeroes gf where
 // |f| >= 1 and gb where |b| >= 1. Contiguous NCHW inputs; float32, float64, float16, bfloat16 (16-bit types: float32 math).
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -18,10 +17,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
+using ilsgan::Acc;
+using ilsgan::acc_scalar_type;
+using ilsgan::check_float_dtype;
 
 constexpr int64_t kBlk = 512;
 constexpr int64_t kGrainElems = 32768;  // small problems stay serial (a parallel region costs more)
@@ -45,6 +47,7 @@ void check_fbm(const at::Tensor& f, const at::Tensor& b, const at::Tensor& m) {
                   m.size(3) == f.size(3),
               "ils_terms: m must be [N,1,H,W]");
   TORCH_CHECK(f.is_contiguous() && b.is_contiguous() && m.is_contiguous(), "ils_terms: f, b, m must be contiguous");
+  check_float_dtype(f, "ils_terms", "f");
   TORCH_CHECK(b.scalar_type() == f.scalar_type() && m.scalar_type() == f.scalar_type(),
               "ils_terms: f, b, m must share one dtype");
 }
@@ -59,8 +62,6 @@ void check_perm(const at::Tensor& p, int64_t N, const char* name) {
     seen[d[i]] = 1;
   }
 }
-
-at::ScalarType out_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 template <int D, typename scalar_t>
 void ils_fwd_kernel(const scalar_t* F, const scalar_t* B, const scalar_t* M, const int64_t* P1, const int64_t* P2,
@@ -168,9 +169,9 @@ at::Tensor ils_terms_fwd(const at::Tensor& f, const at::Tensor& b, const at::Ten
   check_perm(perm1, N, "perm1");
   check_perm(perm2, N, "perm2");
   TORCH_CHECK(dist == 0 || dist == 1, "ils_terms: dist must be 0 (laplace) or 1 (gaussian)");
-  auto out = at::empty({N, 4}, f.options().dtype(out_type(f.scalar_type())));
+  auto out = at::empty({N, 4}, f.options().dtype(acc_scalar_type(f.scalar_type())));
   if (f.numel() == 0) return out.fill_(0);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "ils_terms_fwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(f.scalar_type(), "ils_terms_fwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     auto fn = dist == 0 ? ils_fwd_kernel<0, scalar_t> : ils_fwd_kernel<1, scalar_t>;
     fn(f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), perm1.data_ptr<int64_t>(),
@@ -197,13 +198,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ils_terms_bwd(const at::Tensor& g
   }
   TORCH_CHECK(dist == 0 || dist == 1, "ils_terms: dist must be 0 (laplace) or 1 (gaussian)");
   TORCH_CHECK(g.dim() == 2 && g.size(0) == N && g.size(1) == 4 && g.is_contiguous() &&
-                  g.scalar_type() == out_type(f.scalar_type()),
+                  g.scalar_type() == acc_scalar_type(f.scalar_type()),
               "ils_terms_bwd: g must be a contiguous [N,4] tensor of the forward output's dtype");
   auto gf = at::empty_like(f, at::MemoryFormat::Contiguous);
   auto gb = at::empty_like(b, at::MemoryFormat::Contiguous);
   auto gm = at::zeros_like(m, at::MemoryFormat::Contiguous);
   if (f.numel() == 0) return {gf, gb, gm};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "ils_terms_bwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(f.scalar_type(), "ils_terms_bwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     auto fn = dist == 0 ? ils_bwd_kernel<0, scalar_t> : ils_bwd_kernel<1, scalar_t>;
     fn(g.data_ptr<acc_t>(), f.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
@@ -258,10 +259,11 @@ void mask_bwd_kernel(const typename Acc<scalar_t>::type* G, const scalar_t* M, s
 
 at::Tensor mask_terms_fwd(const at::Tensor& m) {
   TORCH_CHECK(m.dim() == 4 && m.is_contiguous(), "mask_terms: m must be a contiguous 4-D tensor");
+  check_float_dtype(m, "mask_terms", "m");
   const int64_t N = m.size(0), D = m.numel() / std::max<int64_t>(1, N);
-  auto out = at::empty({N, 2}, m.options().dtype(out_type(m.scalar_type())));
+  auto out = at::empty({N, 2}, m.options().dtype(acc_scalar_type(m.scalar_type())));
   if (m.numel() == 0) return out.fill_(0);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "mask_terms_fwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(m.scalar_type(), "mask_terms_fwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     mask_fwd_kernel<scalar_t>(m.data_ptr<scalar_t>(), out.data_ptr<acc_t>(), N, D);
   });
@@ -270,13 +272,14 @@ at::Tensor mask_terms_fwd(const at::Tensor& m) {
 
 at::Tensor mask_terms_bwd(const at::Tensor& g, const at::Tensor& m) {
   TORCH_CHECK(m.dim() == 4 && m.is_contiguous(), "mask_terms: m must be a contiguous 4-D tensor");
+  check_float_dtype(m, "mask_terms", "m");
   const int64_t N = m.size(0), D = m.numel() / std::max<int64_t>(1, N);
   TORCH_CHECK(g.dim() == 2 && g.size(0) == N && g.size(1) == 2 && g.is_contiguous() &&
-                  g.scalar_type() == out_type(m.scalar_type()),
+                  g.scalar_type() == acc_scalar_type(m.scalar_type()),
               "mask_terms_bwd: g must be a contiguous [N,2] tensor of the forward output's dtype");
   auto gm = at::empty_like(m, at::MemoryFormat::Contiguous);
   if (m.numel() == 0) return gm;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "mask_terms_bwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(m.scalar_type(), "mask_terms_bwd", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     mask_bwd_kernel<scalar_t>(g.data_ptr<acc_t>(), m.data_ptr<scalar_t>(), gm.data_ptr<scalar_t>(), N, D);
   });

@@ -29,10 +29,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
+using ilsgan::Acc;
+using ilsgan::acc_scalar_type;
+using ilsgan::check_float_dtype;
 
 enum Layout { NCHW = 0, NHWC = 1 };
 
@@ -65,9 +68,7 @@ void check_common(const at::Tensor& z, const at::Tensor& d, const at::Tensor& no
                   int64_t noise_mode, int64_t act, at::ScalarType acc) {
   TORCH_CHECK(z.dim() == 4, "modulated_conv2d: z must be 4-D");
   TORCH_CHECK(z.device().is_cpu(), "modulated_conv2d: cpu kernels need CPU tensors");
-  TORCH_CHECK(z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble || z.scalar_type() == at::kHalf ||
-                  z.scalar_type() == at::kBFloat16,
-              "modulated_conv2d: z must be float16, bfloat16, float32 or float64");
+  check_float_dtype(z, "modulated_conv2d", "z");
   const int64_t N = z.size(0), O = z.size(1), HW = z.size(2) * z.size(3);
   TORCH_CHECK(d.scalar_type() == acc && d.is_contiguous() && d.dim() == 2 && d.size(0) == N && d.size(1) == O,
               "modulated_conv2d: d must be a contiguous [N, O] tensor of the compute dtype");
@@ -84,11 +85,9 @@ void check_common(const at::Tensor& z, const at::Tensor& d, const at::Tensor& no
   }
 }
 
-at::ScalarType acc_type(const at::Tensor& z) { return z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
-
 at::Tensor or_fill(const c10::optional<at::Tensor>& t, at::IntArrayRef shape, double value, const at::Tensor& like) {
   if (t.has_value() && t->defined()) return *t;
-  return at::full(shape, value, like.options().dtype(acc_type(like)));
+  return at::full(shape, value, like.options().dtype(acc_scalar_type(like.scalar_type())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,7 +154,7 @@ at::Tensor modconv_epilogue_fwd(const at::Tensor& z, const c10::optional<at::Ten
                                 int64_t noise_mode, int64_t act, double alpha, double gain, double clamp) {
   TORCH_CHECK(z.dim() == 4, "modulated_conv2d: z must be 4-D");
   const int64_t N = z.size(0), O = z.size(1), HW = z.size(2) * z.size(3);
-  const at::ScalarType acc = acc_type(z);
+  const at::ScalarType acc = acc_scalar_type(z.scalar_type());
   at::Tensor d = or_fill(d_opt, {N, O}, 1.0, z);
   at::Tensor b = or_fill(b_opt, {O}, 0.0, z);
   at::Tensor noise = noise_mode != 0 && noise_opt.has_value() ? *noise_opt : at::Tensor();
@@ -165,7 +164,7 @@ at::Tensor modconv_epilogue_fwd(const at::Tensor& z, const c10::optional<at::Ten
   at::Tensor y = at::empty_like(z);
   if (z.numel() == 0) return y;
   const double cl = clamp < 0 ? std::numeric_limits<double>::infinity() : clamp;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "modconv_epilogue_fwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(z.scalar_type(), "modconv_epilogue_fwd", [&] {
     using A = typename Acc<scalar_t>::type;
     const A* nzp = noise.defined() ? noise.data_ptr<A>() : nullptr;
     const Dims dims{N, O, HW};
@@ -276,7 +275,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modconv_epilogue_bwd(
     int64_t act, double alpha, double gain, double clamp, bool need_dd, bool need_db, bool need_dnoise) {
   TORCH_CHECK(z.dim() == 4, "modulated_conv2d: z must be 4-D");
   const int64_t N = z.size(0), O = z.size(1), HW = z.size(2) * z.size(3);
-  const at::ScalarType acc = acc_type(z);
+  const at::ScalarType acc = acc_scalar_type(z.scalar_type());
   at::Tensor d = or_fill(d_opt, {N, O}, 1.0, z);
   at::Tensor b = or_fill(b_opt, {O}, 0.0, z);
   at::Tensor noise = noise_mode != 0 && noise_opt.has_value() ? *noise_opt : at::Tensor();
@@ -298,7 +297,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modconv_epilogue_bwd(
     dn.zero_();
   } else {
     const double cl = clamp < 0 ? std::numeric_limits<double>::infinity() : clamp;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "modconv_epilogue_bwd", [&] {
+    ILSGAN_DISPATCH_FLOATS(z.scalar_type(), "modconv_epilogue_bwd", [&] {
       using A = typename Acc<scalar_t>::type;
       const A* nzp = noise.defined() ? noise.data_ptr<A>() : nullptr;
       A* dnp = noise_mode != 0 ? dn.data_ptr<A>() : nullptr;
@@ -385,11 +384,9 @@ void scale_bwd_kernel(const T* __restrict g, const T* __restrict x, const typena
 std::tuple<at::Tensor, at::Tensor> modconv_scale_bwd(const at::Tensor& dxs, const at::Tensor& x, const at::Tensor& s,
                                                      bool need_ds) {
   TORCH_CHECK(x.dim() == 4 && x.device().is_cpu(), "modulated_conv2d: x must be a 4-D CPU tensor");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf ||
-                  x.scalar_type() == at::kBFloat16,
-              "modulated_conv2d: x must be float16, bfloat16, float32 or float64");
+  check_float_dtype(x, "modulated_conv2d", "x");
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  const at::ScalarType acc = acc_type(x);
+  const at::ScalarType acc = acc_scalar_type(x.scalar_type());
   const Layout layout = layout_of(x, "x");
   TORCH_CHECK(dxs.scalar_type() == x.scalar_type() && dxs.sizes() == x.sizes() && dxs.strides() == x.strides(),
               "modulated_conv2d: dxs must have x's dtype, shape and layout");
@@ -398,7 +395,7 @@ std::tuple<at::Tensor, at::Tensor> modconv_scale_bwd(const at::Tensor& dxs, cons
   at::Tensor dx = at::empty_like(x);
   at::Tensor ds = need_ds ? at::zeros({N, C}, x.options().dtype(acc)) : at::empty({0}, x.options().dtype(acc));
   if (x.numel() == 0) return std::make_tuple(dx, ds);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modconv_scale_bwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(x.scalar_type(), "modconv_scale_bwd", [&] {
     using A = typename Acc<scalar_t>::type;
     scale_bwd_kernel<scalar_t>(dxs.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), s.data_ptr<A>(),
                                dx.data_ptr<scalar_t>(), need_ds ? ds.data_ptr<A>() : nullptr, N, C, HW, layout,
@@ -511,11 +508,9 @@ void with_outputs(int64_t O, F&& f) {
 void check_1x1(const at::Tensor& x, const at::Tensor& w) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(),
               "modulated_conv2d: x must be an NCHW-contiguous CPU tensor [N, I, H, W]");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf ||
-                  x.scalar_type() == at::kBFloat16,
-              "modulated_conv2d: x must be float16, bfloat16, float32 or float64");
-  TORCH_CHECK(w.dim() == 3 && w.is_contiguous() && w.scalar_type() == acc_type(x) && w.size(0) == x.size(0) &&
-                  w.size(2) == x.size(1),
+  check_float_dtype(x, "modulated_conv2d", "x");
+  TORCH_CHECK(w.dim() == 3 && w.is_contiguous() && w.scalar_type() == acc_scalar_type(x.scalar_type()) &&
+                  w.size(0) == x.size(0) && w.size(2) == x.size(1),
               "modulated_conv2d: w must be a contiguous [N, O, I] tensor of the compute dtype");
   TORCH_CHECK(w.size(1) >= 1 && w.size(1) <= kMax1x1Outputs, "modulated_conv2d: the 1x1 kernels take 1..",
               kMax1x1Outputs, " outputs, got ", w.size(1));
@@ -526,7 +521,7 @@ at::Tensor modconv_1x1_fwd(const at::Tensor& x, const at::Tensor& w) {
   const int64_t N = x.size(0), I = x.size(1), O = w.size(1), P = x.size(2) * x.size(3);
   at::Tensor z = at::empty({N, O, x.size(2), x.size(3)}, x.options());
   if (z.numel() == 0) return z;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modconv_1x1_fwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(x.scalar_type(), "modconv_1x1_fwd", [&] {
     using A = typename Acc<scalar_t>::type;
     with_outputs(O, [&](auto oc) {
       conv1x1_fwd_kernel<scalar_t, decltype(oc)::value>(x.data_ptr<scalar_t>(), w.data_ptr<A>(),
@@ -549,7 +544,7 @@ std::tuple<at::Tensor, at::Tensor> modconv_1x1_bwd(const at::Tensor& dz, const a
     if (need_dw) dw.zero_();
     return std::make_tuple(dx, dw);
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modconv_1x1_bwd", [&] {
+  ILSGAN_DISPATCH_FLOATS(x.scalar_type(), "modconv_1x1_bwd", [&] {
     using A = typename Acc<scalar_t>::type;
     with_outputs(O, [&](auto oc) {
       conv1x1_bwd_kernel<scalar_t, decltype(oc)::value>(dz.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),

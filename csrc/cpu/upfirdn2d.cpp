@@ -19,7 +19,6 @@
 // bounds checks. float16/bfloat16 are computed in float32, float32 in float32, float64 in float64.
 #include <torch/extension.h>
 
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -27,7 +26,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "common.h"
+
 namespace {
+
+using ilsgan::Acc;
+using ilsgan::check_float_dtype;
 
 inline int64_t floordiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 inline int64_t posmod(int64_t a, int64_t b) { int64_t r = a % b; return r < 0 ? r + b : r; }
@@ -381,9 +385,7 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x, const at::Tensor& f, int64_t upx, 
   TORCH_CHECK(f.numel() > 0, "upfirdn2d (cpu): f must not be empty");
   TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d (cpu): up and down must be >= 1");
   TORCH_CHECK(upx <= 1024 && upy <= 1024 && downx <= 1024 && downy <= 1024, "upfirdn2d (cpu): factors too large");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf ||
-                  x.scalar_type() == at::kBFloat16,
-              "upfirdn2d (cpu): x must be float16, bfloat16, float32 or float64");
+  check_float_dtype(x, "upfirdn2d (cpu)", "x");
   const int64_t H = x.size(2), W = x.size(3);
   TORCH_CHECK(H >= 1 && W >= 1, "upfirdn2d (cpu): x must have a non-empty height and width");
   const int fw = static_cast<int>(f.size(-1)), fh = static_cast<int>(f.size(0));
@@ -420,8 +422,8 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x, const at::Tensor& f, int64_t upx, 
 
   at::Tensor y = at::empty({x.size(0), x.size(1), OH, OW}, x.options());
   if (y.numel() == 0) return y;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upfirdn2d_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+  ILSGAN_DISPATCH_FLOATS(x.scalar_type(), "upfirdn2d_cpu", [&] {
+    using acc_t = Acc<scalar_t>::type;
     run<scalar_t, acc_t>(xc, y, wx, wy, w2, separable, fw, fh, static_cast<int>(upx), static_cast<int>(upy),
                          static_cast<int>(downx), static_cast<int>(downy), px0, py0);
   });

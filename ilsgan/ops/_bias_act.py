@@ -281,23 +281,16 @@ def bias_act(
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"bias_act: dim must be an int, got {type(dim).__name__}")
     if b is not None:
-        if not isinstance(b, Tensor):
-            raise TypeError(f"bias_act: b must be a torch.Tensor or None, got {type(b).__name__}")
+        check_tensor("bias_act", "b", b, 1, like=x, same_dtype=True)
         if x.dim() == 0:
             raise ValueError("bias_act: x must have at least one dimension when b is given")
         if not -x.dim() <= dim < x.dim():
             raise ValueError(f"bias_act: dim={dim} is out of range for x with {x.dim()} dimensions")
         dim = dim % x.dim()
-        if b.dim() != 1:
-            raise ValueError(f"bias_act: b must be 1-D, got shape {tuple(b.shape)}")
         if b.shape[0] != x.shape[dim]:
             raise ValueError(
                 f"bias_act: b has length {b.shape[0]} but x.shape[{dim}] = {x.shape[dim]} (dim={dim})"
             )
-        if b.device != x.device:
-            raise ValueError(f"bias_act: b is on {b.device} but x is on {x.device}")
-        if b.dtype != x.dtype:
-            raise TypeError(f"bias_act: b has dtype {b.dtype} but x has dtype {x.dtype}; they must match")
     else:
         dim = 0
 

@@ -24,8 +24,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._dispatch import BACKENDS, OpSpec, register_op, resolve_backend
-from ._upfirdn2d import SPEC as UPFIRDN2D_SPEC
+from ._dispatch import BACKENDS, BackendUnavailableError, OpSpec, register_op, resolve_backend
 from ._upfirdn2d import upfirdn2d
 from ._validate import check_bool, check_factor, check_filter, check_tensor, filter_size, parse_padding
 
@@ -125,13 +124,16 @@ def _conv2d_resample_impl(
 
 
 @torch.compiler.assume_constant_result
-def _upfirdn_impl(backend: str, device_type: str, dtype: torch.dtype) -> str:
+def _upfirdn_impl(backend: str, device_type: str, strict: Optional[bool], dtype: torch.dtype) -> str:
     """The upfirdn2d backend under this op's backend: the same one when upfirdn2d can run it for
-    this device and dtype, else ``"auto"`` (upfirdn2d's own choice, which honours strict mode)."""
+    this device and dtype, else ``"auto"`` (upfirdn2d's own choice, which honours strict mode).
+    Resolved (and cached) by resolve_backend like upfirdn2d's own calls."""
     if backend == "ref":
         return "ref"
-    reason = UPFIRDN2D_SPEC.reason(backend, device_type) or UPFIRDN2D_SPEC.call_limit(backend, device_type, dtype)
-    return backend if reason is None else "auto"
+    try:
+        return resolve_backend("upfirdn2d", backend, device_type, strict, dtype, False)
+    except BackendUnavailableError:
+        return "auto"
 
 
 def conv2d_resample(
@@ -170,11 +172,9 @@ def conv2d_resample(
     """
     op = "conv2d_resample"
     check_tensor(op, "x", x, 4)
-    check_tensor(op, "w", w, like=x)
+    check_tensor(op, "w", w, like=x, same_dtype=True)
     if w.dim() != 4:
         raise ValueError(f"{op}: w must be 4-D [O, C // groups, kh, kw], got shape {tuple(w.shape)}")
-    if w.dtype != x.dtype:
-        raise TypeError(f"{op}: w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
     groups = check_factor(op, "groups", groups)
     up = check_factor(op, "up", up)
     down = check_factor(op, "down", down)
@@ -197,4 +197,4 @@ def conv2d_resample(
         )
     backend = resolve_backend(op, impl, x.device.type, strict, x.dtype, False)
     return _conv2d_resample_impl(x, w, f, up, down, pad, groups, flip_weight, flip_filter,
-                                 _upfirdn_impl(backend, x.device.type, x.dtype), strict)
+                                 _upfirdn_impl(backend, x.device.type, strict, x.dtype), strict)

@@ -121,8 +121,9 @@ def filter_size(f: Optional[Tensor]) -> Tuple[int, int]:
 
 
 def check_tensor(op: str, name: str, t, ndim: Optional[int] = None, like: Optional[Tensor] = None,
-                 like_name: str = "x") -> None:
-    """``t`` is a floating-point tensor (with ``ndim`` dimensions; on ``like``'s device)."""
+                 like_name: str = "x", same_dtype: bool = False) -> None:
+    """``t`` is a floating-point tensor (with ``ndim`` dimensions; on ``like``'s device, and with
+    ``same_dtype`` of ``like``'s dtype)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -133,22 +134,20 @@ def check_tensor(op: str, name: str, t, ndim: Optional[int] = None, like: Option
     if like is not None and t.device != like.device:
         raise ValueError(f"{op}: {name} is on {t.device} but {like_name} is on {like.device}; "
                          "they must be on one device")
+    if same_dtype and t.dtype != like.dtype:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype} but {like_name} has dtype {like.dtype}; they must match")
 
 
 def check_layers(op: str, f, b, m) -> None:
     """Foreground and background ``[N, C, H, W]`` and mask ``[N, 1, H, W]``: one dtype, one device."""
     check_tensor(op, "f", f, 4)
-    check_tensor(op, "b", b, 4)
-    check_tensor(op, "m", m, 4)
+    check_tensor(op, "b", b, 4, like=f, like_name="f", same_dtype=True)
+    check_tensor(op, "m", m, 4, like=f, like_name="f", same_dtype=True)
     if b.shape != f.shape:
         raise ValueError(f"{op}: b must have the shape of f {tuple(f.shape)}, got {tuple(b.shape)}")
     n, _, h, w = f.shape
     if tuple(m.shape) != (n, 1, h, w):
         raise ValueError(f"{op}: m must have shape [N, 1, H, W] = {(n, 1, h, w)}, got {tuple(m.shape)}")
-    for name, t in (("b", b), ("m", m)):
-        check_tensor(op, name, t, like=f, like_name="f")
-        if t.dtype != f.dtype:
-            raise TypeError(f"{op}: {name} has dtype {t.dtype} but f has dtype {f.dtype}; they must match")
 
 
 def check_index_tensor(op: str, name: str, t, shape: Tuple[int, ...], like: Tensor, like_name: str = "f") -> Tensor:
