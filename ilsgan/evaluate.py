@@ -22,8 +22,9 @@ __all__ = ["main", "load_generator_any", "build_parser"]
 
 SEG_KEYS = ("iou", "dice", "dataset_iou", "miou", "pixel_acc")
 
-# A quick look (about a minute on a 2-core CPU at 32 px): what `python -m ilsgan.train` runs after the
-# demo. The paper's protocol (10k pairs, a 64-wide UNet, 6000 iterations) is the default of each option.
+# A quick look: what `python -m ilsgan.train` runs after the demo, with the UNet at the data's
+# resolution (32 px: 4.3 minutes on one CPU thread; with the UNet at 64 px, 12 minutes). The paper's
+# protocol (10k pairs, a 64-wide UNet, 6000 iterations) is the default of each option.
 QUICK_ARGS = ("--pairs", "2000", "--unet-iters", "300", "--unet-base", "16", "--unet-batch", "16",
               "--unet-augment", "strong", "--pair-shift", "train", "--self-train", "2")
 

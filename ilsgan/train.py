@@ -187,17 +187,18 @@ def _final_evaluation(run_dir: Path, checkpoint: str, data: str, resolution: int
     from .data.synthetic import write_folder
 
     kind, tier = parse_spec(data)
+    unet_resolution = str(min(64, max(16, resolution)))
     if kind != "synthetic":
         print(f"\nto score the masks on your own test images and masks (0/255 PNGs, same names):\n"
               f"  python -m ilsgan.evaluate --checkpoint {checkpoint} --images IMAGES --masks MASKS "
-              f"--unet-resolution {min(64, max(16, resolution))} {' '.join(evaluate.QUICK_ARGS)}")
+              f"--unet-resolution {unet_resolution} {' '.join(evaluate.QUICK_ARGS)}")
         return
     test_dir = run_dir / "test-images"
     if not (test_dir / "synthetic.json").exists():
         write_folder(test_dir, n=200, resolution=resolution, tier=tier or "medium", split="test", seed=0,
                      progress=False)
     argv = ["--checkpoint", str(checkpoint), "--images", str(test_dir), "--out", str(run_dir / "eval.json"),
-            "--device", device, "--unet-resolution", str(min(64, max(16, resolution))), *evaluate.QUICK_ARGS]
+            "--device", device, "--unet-resolution", unet_resolution, *evaluate.QUICK_ARGS]
     print(f"\nscoring the masks: python -m ilsgan.evaluate {' '.join(argv)}")
     sys.stdout.flush()
     evaluate.main(argv)
