@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 __all__ = ["TrainConfig", "NetworkConfig", "OptimConfig", "LossConfig", "AugmentConfig", "DataConfig", "RunConfig",
-           "SessionConfig", "ConfigError", "PRESETS", "get_preset", "FIELDS", "parse_cfg_items", "parse_value", "check_value",
-           "DEFAULT_KEEP", "DEFAULT_DIST_TIMEOUT_S", "PRECISIONS"]
+           "SessionConfig", "ConfigError", "PRESETS", "get_preset", "FIELDS", "setting_field", "parse_cfg_items",
+           "parse_value", "check_value", "DEFAULT_KEEP", "DEFAULT_DIST_TIMEOUT_S", "PRECISIONS"]
 
 # Numbered snapshots kept besides checkpoint-latest.pt (``--keep``): enough to step back past a bad
 # stretch of training, few enough that a long paper run does not fill a disk (5 x 35 MB for the demo).
@@ -332,12 +332,22 @@ _SECTIONS: Dict[str, type] = {"network": NetworkConfig, "optim": OptimConfig, "l
                               "augment": AugmentConfig, "data": DataConfig, "run": RunConfig,
                               "session": SessionConfig}
 
-# every setting: name -> its section
+# every setting: name -> its section (and its dataclass field, for its metadata)
 FIELDS: Dict[str, str] = {}
+_FIELD_DEFS: Dict[str, dataclasses.Field] = {}
 for _sec, _cls in _SECTIONS.items():
     for _f in dataclasses.fields(_cls):
         assert _f.name not in FIELDS, f"setting {_f.name!r} is defined twice"
         FIELDS[_f.name] = _sec
+        _FIELD_DEFS[_f.name] = _f
+
+
+def setting_field(key: str) -> dataclasses.Field:
+    """The dataclass field of setting ``key``: its default and its metadata (``choices``; ``none``,
+    the word that means None on the command line)."""
+    if key not in FIELDS:
+        raise ConfigError(_unknown(key))
+    return _FIELD_DEFS[key]
 
 
 @dataclass(frozen=True)
@@ -456,9 +466,7 @@ _TRUE, _FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 def parse_value(key: str, text: str) -> Any:
     """The command-line text ``text`` as a value of setting ``key`` (its type from the field);
     raises :class:`ConfigError` naming the key for an unknown key or a value of the wrong type."""
-    if key not in FIELDS:
-        raise ConfigError(_unknown(key))
-    f = next(f for f in dataclasses.fields(_SECTIONS[FIELDS[key]]) if f.name == key)
+    f = setting_field(key)
     tp = _hints(_SECTIONS[FIELDS[key]])[key]
     s = text.strip()
     if typing.get_origin(tp) is typing.Union:

@@ -26,7 +26,7 @@ import torch
 # errors of ``python -m ilsgan.train`` do not import it)
 from .config import PRECISIONS
 
-__all__ = ["PRECISIONS", "NATIVE_BF16_FLAGS", "check_precision", "cpu_info", "cpu_flags", "cpu_has_native_bf16",
+__all__ = ["PRECISIONS", "NATIVE_BF16_FLAGS", "check_precision", "cpu_info", "cpu_has_native_bf16",
            "low_precision_dtype", "block_dtype", "effective_precision", "describe", "summary"]
 
 # x86 features of bfloat16 arithmetic (AVX512-BF16, AMX-BF16): the same names in
@@ -80,15 +80,10 @@ def cpu_info() -> Tuple[str, FrozenSet[str]]:
     return _torch_cpu_info() or _proc_cpu_info()
 
 
-def cpu_flags() -> FrozenSet[str]:
-    """The CPU's feature flags (:func:`cpu_info`)."""
-    return cpu_info()[1]
-
-
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (one of :data:`NATIVE_BF16_FLAGS` in its flags);
     elsewhere torch emulates bfloat16 through float32, which is slower than float32 itself."""
-    flags = cpu_flags()
+    flags = cpu_info()[1]
     return any(f in flags for f in NATIVE_BF16_FLAGS)
 
 

@@ -14,14 +14,13 @@ Every option that sets a training setting has the setting's name (``--w-bin`` se
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .config import _SECTIONS, FIELDS, PRESETS, ConfigError, check_value, get_preset, parse_cfg_items
+from .config import FIELDS, PRESETS, ConfigError, check_value, get_preset, parse_cfg_items, setting_field
 
 __all__ = ["main", "build_parser", "choose_preset", "flag_settings"]
 
@@ -31,14 +30,10 @@ _NOT_SETTINGS = ("preset", "resume", "cfg")
 
 def _shown(key: str, v) -> str:
     if v is None:
-        return _field(key).metadata.get("none", "none")
+        return setting_field(key).metadata.get("none", "none")
     if isinstance(v, bool):
         return "on" if v else "off"
     return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _field(key: str):
-    return next(f for f in dataclasses.fields(_SECTIONS[FIELDS[key]]) if f.name == key)
 
 
 def _converter(key: str):
@@ -85,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         assert key in FIELDS, key
         if kw.get("action") is None:
             kw["type"] = _converter(key)
-            choices = _field(key).metadata.get("choices")
+            choices = setting_field(key).metadata.get("choices")
             if choices is not None:
                 kw["choices"] = choices
         group.add_argument(flag, help=f"{help} {_default(key)}", **kw)
@@ -132,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt(g, "--w-area", "mask area prior weight")
     opt(g, "--area-min", "minimum mean mask area of the area prior")
     opt(g, "--area-mirror", "two-sided area prior, also penalizing mean mask > 1 - area-min (on the unshifted "
-                            "mask); 'auto' = only without the perturbation (--shift 0), as the paper's release", metavar="{auto,on,off}")
+                            "mask); 'auto' = only without the perturbation (--shift 0), as the paper's release",
+        metavar="{auto,on,off}")
     opt(g, "--r1-gamma", "R1 weight gamma (auto: 0.0002*R^2/batch, 0.0256 at 64px, batch 32)")
     opt(g, "--shift", "perturbed composition: max shift as a fraction of the width (0 = off)")
     opt(g, "--aug", "'ada' = adaptive bgc augmentation (target 0.6); 'noaug' = off")

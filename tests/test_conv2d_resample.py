@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import require_backend
+from conftest import bf16_randn, bf16_vs_ref64, require_backend
 
 from ilsgan.ops import BackendUnavailableError, conv2d_resample
 from ilsgan.ops._conv2d_resample import SPEC, output_size
@@ -156,6 +156,20 @@ def test_channels_last_and_gradcheck():
         assert torch.autograd.gradcheck(lambda a, b: conv2d_resample(a, b, f, up=up, down=down, padding=1, impl="ref"),
                                         (xs, ws))
 
+
+
+def test_bfloat16_cpu_vs_ref():
+    """bfloat16 on the cpu backend (torch's conv, our upfirdn2d) against ref in float64 on the same
+    values: forward and gradients (relative L2 error: each is a sum over the kernel of bf16
+    products), odd sizes, non-contiguous input."""
+    require_backend(SPEC, "cpu")
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+    x = bf16_randn(3, 5, 9, 7, seed=1, noncontig=True)
+    for k, kw in ((3, dict(up=2, padding=1, flip_weight=False)), (3, dict(down=2, padding=1)), (1, dict(down=2))):
+        w = bf16_randn(6, 5, k, k, seed=2)
+        dy = bf16_randn(*conv2d_resample(x.float(), w.float(), f=f, impl="ref", **kw).shape, seed=3)
+        bf16_vs_ref64(lambda x, w, impl: conv2d_resample(x, w, f=f, impl=impl, **kw), dict(x=x, w=w), (dy,),
+                      f"conv2d_resample bf16 k={k} {kw}", ("y",), tol={n: dict(norm=True) for n in ("y", "x", "w")})
 
 def test_validation_errors_name_the_argument():
     x = torch.randn(2, 4, 5, 5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require_backend
+from conftest import bf16_randn, bf16_vs_ref64, require_backend
 
 from ilsgan.ops import BackendUnavailableError
 from ilsgan.ops._upfirdn2d import SPEC, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
@@ -278,6 +278,20 @@ def test_float16_and_bfloat16(backend):
             assert y.dtype == dt
             torch.testing.assert_close(y.float(), r32, rtol=0, atol=2e-2 if dt == torch.bfloat16 else 4e-3)
 
+
+
+def test_bfloat16_cpu_vs_ref():
+    """cpu kernel on bfloat16 (float32 math) against ref in float64 on the same values, forward and
+    gradient (itself an upfirdn2d), odd sizes, non-contiguous input, separable and 2-D filters."""
+    require_backend(SPEC, "cpu")
+    f1 = setup_filter([1, 3, 3, 1], separable=True)
+    f2 = torch.outer(f1, torch.tensor([1.0, 2.0, 1.0]) / 4).contiguous()  # non-square 2-D
+    x = bf16_randn(3, 5, 9, 7, seed=1, noncontig=True)
+    for f, kw in ((f1, dict(up=2, padding=[2, 1, 2, 1])), (f1, dict(down=2, padding=1)),
+                  (f2, dict(padding=[1, 2, 2, 1], gain=2.0)), (f1, dict(up=(1, 2), down=(2, 1), padding=1))):
+        dy = bf16_randn(*upfirdn2d(x.float(), f, impl="ref", **kw).shape, seed=2)
+        bf16_vs_ref64(lambda x, impl: upfirdn2d(x, f, impl=impl, **kw), dict(x=x), (dy,), f"upfirdn2d bf16 {kw}",
+                      ("y",))
 
 # ------------------------------------------------------------------------------------------------
 # Gradients

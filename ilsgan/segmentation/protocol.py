@@ -186,7 +186,7 @@ def generate_pairs(G, n: int, batch: int = 32, device="cpu", seed: int = 0, with
         else:
             x, m = out["composite"].float(), out["mask"].float()
         hard = m > 0.5
-        imgs.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+        imgs.append(_to_uint8(x).cpu())
         masks.append(hard.cpu())
         inter += torch.minimum(m, hard.float()).sum().item()
         union += torch.maximum(m, hard.float()).sum().item()
@@ -249,6 +249,17 @@ def direct_stats(G, n: int = 1000, batch: int = 32, device="cpu", seed: int = 0)
 
 def _to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] as uint8 (clipped, rounded): the inverse of :func:`_to_unit`."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _in_chunks(fn, t: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """``fn`` over ``t`` in chunks along the batch, concatenated: 10k pairs at 128 px would not fit
+    as floats at once."""
+    return torch.cat([fn(t[i:i + chunk]) for i in range(0, t.shape[0], chunk)])
 
 
 def _resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -352,12 +363,10 @@ def _train_batch(x_all, y_all, idx, cfg: ProtocolConfig, g: torch.Generator, dev
 
 
 def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images ``[N,3,H,W]`` resized to ``size`` (bilinear, antialiased when shrinking), still
-    uint8, in chunks (10k pairs at 128 px would not fit as floats at once)."""
+    """uint8 images ``[N,3,H,W]`` resized to ``size`` (bilinear, antialiased when shrinking), still uint8."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    return torch.cat([((_resize_images(_to_unit(images[i:i + 256]), size) + 1) * 127.5)
-                      .round().clamp(0, 255).to(torch.uint8) for i in range(0, images.shape[0], 256)])
+    return _in_chunks(lambda x: _to_uint8(_resize_images(_to_unit(x), size)), images)
 
 
 def _resize_targets(targets: torch.Tensor, size: int) -> torch.Tensor:
@@ -366,10 +375,8 @@ def _resize_targets(targets: torch.Tensor, size: int) -> torch.Tensor:
     if targets.shape[-1] == size and targets.shape[-2] == size:
         return targets.to(torch.int8)
     if targets.dtype == torch.bool:
-        return torch.cat([_resize_masks(targets[i:i + 256], size) for i in range(0, targets.shape[0], 256)]
-                         ).to(torch.int8)
-    return torch.cat([F.interpolate(targets[i:i + 256].float(), size=(size, size), mode="nearest")
-                      for i in range(0, targets.shape[0], 256)]).to(torch.int8)
+        return _in_chunks(lambda m: _resize_masks(m, size), targets).to(torch.int8)
+    return _in_chunks(lambda t: F.interpolate(t.float(), size=(size, size), mode="nearest"), targets).to(torch.int8)
 
 
 def train_unet(images: torch.Tensor, masks: torch.Tensor, cfg: ProtocolConfig | None = None, device="cpu",

@@ -29,7 +29,6 @@ __all__ = ["DistInfo", "init_from_env", "sync_grads", "broadcast_module", "all_r
            "cleanup", "abort"]
 
 
-
 @dataclass
 class DistInfo:
     rank: int = 0
