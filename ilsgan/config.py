@@ -208,7 +208,9 @@ class LossConfig(_Section):
     paper). ``L_area = relu(area_min - mean m)``; ``area_mirror`` adds ``relu(area_min - (1 - mean
     m))`` on the unperturbed mask (None: only when ``shift`` is 0, as the release). The ILS term has
     weight ``w_ils * ils_sigma[0]`` up to ``ils_switch_kimg`` and ``w_ils * ils_sigma[1]`` after, with
-    the ``ils_dist`` conditional (laplace or gaussian). R1 weight: ``r1_gamma``, or (None)
+    the ``ils_dist`` conditional (laplace or gaussian). ``w_div`` (0 in the paper) adds ``w_div *
+    relu(div_min - diversity)`` once per batch, where diversity is the per-cell std over the batch of
+    the unperturbed masks pooled to 8x8 (:func:`ilsgan.losses.mask.mask_diversity`). R1 weight: ``r1_gamma``, or (None)
     ``r1_gamma_coef * resolution**2 / batch`` (0.0256 at 64 px, batch 32)."""
     w_adv: float = 1.0
     w_bin: float = 2.0
@@ -222,16 +224,20 @@ class LossConfig(_Section):
     ils_sigma: Tuple[float, float] = (0.2, 1.0)
     ils_switch_kimg: float = 400.0
     ils_dist: str = _opt("laplace", choices=("laplace", "gaussian"))
+    w_div: float = 0.0
+    div_min: float = 0.2
     r1_gamma: Optional[float] = _opt(None, none="auto")
     r1_gamma_coef: float = 0.0002
 
     def _check(self):
         for k in ("w_adv", "w_bin", "bin_ramp_kimg", "w_area", "area_min", "shift", "w_ils", "ils_switch_kimg",
-                  "r1_gamma_coef"):
+                  "w_div", "div_min", "r1_gamma_coef"):
             _positive(k, getattr(self, k), zero=True)
         _positive("r1_gamma", self.r1_gamma, allow_none=True, zero=True)
         if self.area_min > 1:
             raise ConfigError(f"area_min must be <= 1 (a fraction of the image), got {self.area_min}")
+        if self.div_min > 0.5:
+            raise ConfigError(f"div_min must be <= 0.5 (the largest std of values in [0, 1]), got {self.div_min}")
         if self.shift > 1:
             raise ConfigError(f"shift must be <= 1 (a fraction of the width), got {self.shift}")
 

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt(g, "--area-mirror", "two-sided area prior, also penalizing mean mask > 1 - area-min (on the unshifted "
                             "mask); 'auto' = only without the perturbation (--shift 0), as the paper's release",
         metavar="{auto,on,off}")
+    opt(g, "--w-div", "mask layout diversity weight: adds w_div * relu(div_min - diversity) per batch, the "
+                      "diversity being the std over the batch of the masks pooled to 8x8 (0 = off, as the paper)")
+    opt(g, "--div-min", "layout diversity the --w-div term asks for (the built-in synthetic masks: 0.39)")
     opt(g, "--r1-gamma", "R1 weight gamma (auto: 0.0002*R^2/batch, 0.0256 at 64px, batch 32)")
     opt(g, "--shift", "perturbed composition: max shift as a fraction of the width (0 = off)")
     opt(g, "--aug", "'ada' = adaptive bgc augmentation (target 0.6); 'noaug' = off")

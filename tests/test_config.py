@@ -76,6 +76,7 @@ def test_configs_are_frozen_checked_and_round_trip():
     assert cfg.replace(kimg=5).run.kimg == 5.0 and cfg.run.kimg == 10.0
     for bad, msg in ((dict(resolution=48), "power of two"), (dict(batch=0), "batch must be > 0"),
                      (dict(area_min=1.5), "area_min must be <= 1"), (dict(shift=2), "shift must be <= 1"),
+                     (dict(div_min=0.6), "div_min must be <= 0.5"), (dict(w_div=-1), "w_div must be >= 0"),
                      (dict(w_bin="x"), "w_bin must be a float"), (dict(ils=1), "ils must be a bool"),
                      (dict(crop="square"), "crop must be one of"), (dict(wbin=1), "did you mean 'w_bin'")):
         with pytest.raises(ConfigError, match=msg):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import require_backend
-from ilsgan.losses import area_loss, binarization_loss, ils_loss, mask_loss
+from ilsgan.losses import area_loss, binarization_loss, diversity_loss, ils_loss, mask_diversity, mask_loss
 from ilsgan.ops import composite
 from ilsgan.ops._ils_terms import SPEC
 
@@ -131,3 +131,54 @@ def test_mask_loss_validation():
         mask_loss(m, reduction="avg", impl="ref")
     with pytest.raises(TypeError, match="sigma"):
         ils_loss(m.expand(2, 3, 4, 4), m.expand(2, 3, 4, 4), m, "big", impl="ref")
+
+
+def _oracle_diversity(m, grid):
+    # per-cell std over the batch of the cell means, written out with loops over the cells
+    n, _, h, w = m.shape
+    cells = []
+    for i in range(grid):
+        for j in range(grid):
+            rows = slice(i * h // grid, -(-(i + 1) * h // grid))
+            cols = slice(j * w // grid, -(-(j + 1) * w // grid))
+            v = m[:, 0, rows, cols].reshape(n, -1).mean(1)
+            cells.append(((v - v.mean()).square().mean() + 1e-8).sqrt())
+    return torch.stack(cells).mean()
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 16, 16), (3, 1, 13, 11), (2, 1, 6, 6)])
+def test_mask_diversity_matches_oracle_and_gradcheck(shape):
+    torch.manual_seed(sum(shape))
+    m = torch.rand(shape, dtype=torch.float64).requires_grad_(True)
+    grid = min(8, shape[2], shape[3])
+    torch.testing.assert_close(mask_diversity(m), _oracle_diversity(m, grid), rtol=1e-10, atol=1e-12)
+    mt = torch.rand(shape[0], 1, shape[3], shape[2], dtype=torch.float64).transpose(2, 3)  # non-contiguous
+    torch.testing.assert_close(mask_diversity(mt), _oracle_diversity(mt, grid), rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: diversity_loss(x, 0.5), (m,))
+    assert torch.autograd.gradgradcheck(lambda x: diversity_loss(x, 0.5), (m,))
+
+
+def test_mask_diversity_reads_layout_not_speckle():
+    torch.manual_seed(0)
+    same = torch.rand(1, 1, 32, 32).round().expand(8, 1, 32, 32)
+    assert mask_diversity(same).item() < 1e-3
+    # per-pixel noise averages out in the 8x8 cells; half-images on opposite sides do not
+    speckle = torch.rand(8, 1, 32, 32).round()
+    halves = torch.zeros(8, 1, 32, 32)
+    halves[::2, :, :, :16] = 1
+    halves[1::2, :, :, 16:] = 1
+    assert mask_diversity(speckle).item() < 0.15
+    assert mask_diversity(halves).item() == pytest.approx(0.5, abs=1e-4)
+    # the hinge is off once the layouts differ by div_min, and pushes identical-looking masks apart
+    assert diversity_loss(halves, 0.4).item() == 0.0
+    near = (0.5 + 0.01 * torch.randn(8, 1, 32, 32)).requires_grad_(True)
+    diversity_loss(near, 0.2).backward()
+    step = near - 0.1 * near.grad
+    assert mask_diversity(step).item() > mask_diversity(near).item()
+
+
+def test_mask_diversity_validation():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        mask_diversity(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"m must be a tensor \[N, 1, H, W\]"):
+        mask_diversity(torch.rand(4, 3, 8, 8))

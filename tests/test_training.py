@@ -140,6 +140,28 @@ def test_mask_diversity_statistic():
         assert lo <= float(stats["Mask/diversity"]) <= hi
 
 
+def test_diversity_term_reaches_the_generator():
+    # w_div > 0 adds w_div * relu(div_min - diversity) to the G loss and its gradient to the mask
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    G, D = build_networks(cfg)
+    mask = torch.full((8, 1, 16, 16), 0.5) + 0.01 * torch.rand(8, 1, 16, 16)
+    grads = {}
+    for w_div in (0.0, 3.0):
+        w = LossConfig(w_adv=0.0, w_bin=0.0, w_area=0.0, ils=False, shift=0.0, w_div=w_div, div_min=0.3)
+        loss = ILSGANLoss(G, D, None, w, r1_gamma=0.0)
+        m = mask.clone().requires_grad_(True)
+        loss._layers = lambda z, m=m: {"fg": torch.rand(8, 3, 16, 16), "bg": torch.rand(8, 3, 16, 16), "mask": m}
+        G.requires_grad_(False)
+        stats = loss.accumulate_gradients("Gmain", torch.rand(8, 3, 16, 16), torch.randn(8, G.z_dim))
+        grads[w_div] = m.grad
+        assert float(stats["Mask/layout_diversity"]) < 0.01
+    assert grads[0.0] is None or float(grads[0.0].abs().max()) == 0.0
+    assert float(stats["Loss/G/div"]) == pytest.approx(0.3 - float(stats["Mask/layout_diversity"]), abs=1e-6)
+    assert float(stats["Loss/G/total"]) == pytest.approx(3.0 * float(stats["Loss/G/div"]), rel=1e-6)
+    assert float(grads[3.0].abs().max()) > 0
+
+
 def test_area_ceiling_is_on_the_unperturbed_mask():
     # A full mask must pay the whole mirror term 0.25 although its shifted copy has zero-filled borders.
     torch.manual_seed(0)

@@ -127,7 +127,8 @@ _PANELS = [
     ("Adversarial losses", ["Loss/G/adv", "Loss/D/real", "Loss/D/fake"]),
     ("R1 penalty (raw ||grad||^2)", ["Loss/r1_penalty"]),
     ("ILS term", ["Loss/ILS"]),
-    ("Mask statistics", ["Mask/area", "Mask/binarized", "Mask/diversity", "Mask/collapsed_fg", "Mask/collapsed_bg"]),
+    ("Mask statistics", ["Mask/area", "Mask/binarized", "Mask/diversity", "Mask/layout_diversity",
+                         "Mask/collapsed_fg", "Mask/collapsed_bg"]),
     ("Augmentation", ["Progress/augment_p", "Progress/ada_rt"]),
     ("Speed (sec/kimg)", ["Timing/sec_per_kimg"]),
 ]
