@@ -288,6 +288,7 @@ def config_from_v1(flat: Dict[str, Any], meta: Optional[Dict[str, Any]] = None) 
             settings["crop"] = v or "center"
         else:
             settings[_V1_NAMES.get(k, k)] = v
+    settings.setdefault("w_div", 0.0)  # version 1 had no diversity term: its runs resume without it
     meta = meta or {}
     if meta.get("data"):
         settings["data"] = str(meta["data"])
