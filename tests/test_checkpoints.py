@@ -114,7 +114,8 @@ def test_version_1_checkpoint_loads_and_resumes(tmp_path, capsys):
     from ilsgan import train
     path = _write_v1(tmp_path / "old" / "checkpoint-latest.pt")
     ckpt = ck.load_checkpoint(path)
-    want = tiny_cfg(w_bin=1.5, aug="noaug", seed=3, kimg=0.008, snap=0.008, tick=0.004, ada_kimg=20)
+    # version 1 had no diversity term, so the run resumes without it (w_div 0, not quick's 10)
+    want = tiny_cfg(w_bin=1.5, aug="noaug", seed=3, kimg=0.008, snap=0.008, tick=0.004, ada_kimg=20, w_div=0.0)
     assert ckpt["config"] == dataclasses.replace(want, session=SessionConfig())
     assert ck.load_generator(path).img_resolution == 16
     # resume: the old settings carry on, the new checkpoint is in the current format
