@@ -438,8 +438,8 @@ _PAPER = TrainConfig(preset="paper64")  # the defaults of every section are the 
 # (with shift 0.25) drifted to all-foreground masks. The ILS weight keeps the paper's 400-kimg
 # switch: switching to 1.0 at 4 kimg (an earlier version) or from the start collapsed the masks to
 # all-background at ~21-22 kimg. A second departure: the layout diversity term (w_div 10, div_min
-# 0.2), because without it the first 20-35 kimg give every sample the same mask (diversity 0.03-0.05);
-# with it they differ from the first kimg on (0.25-0.36); at 15-17 kimg the IoU stayed level on one
+# 0.2), because without it the first 20-35 kimg give every sample the same mask (diversity 0.02-0.05);
+# with it they differ from the first kimg on (0.25-0.35 at the last tick); at 15-17 kimg the IoU stayed level on one
 # seed and rose by 0.10-0.13 on the other, of two paired seeds (benchmarks/results/masks_cpu).
 _QUICK = dataclasses.replace(_PAPER, preset="quick").replace(
     z_dim=128, w_dim=128, mapping_layers=2, channel_base=1024, channel_max=128, num_fp16_res=0,

@@ -160,6 +160,14 @@ def test_diversity_term_reaches_the_generator():
     assert float(stats["Loss/G/div"]) == pytest.approx(0.3 - float(stats["Mask/layout_diversity"]), abs=1e-6)
     assert float(stats["Loss/G/total"]) == pytest.approx(3.0 * float(stats["Loss/G/div"]), rel=1e-6)
     assert float(grads[3.0].abs().max()) > 0
+    # the hinge is off once the layouts differ by div_min: no term, no gradient
+    halves = torch.zeros(8, 1, 16, 16)
+    halves[::2, :, :, :8] = 1
+    halves[1::2, :, :, 8:] = 1
+    m = halves.requires_grad_(True)
+    loss._layers = lambda z: {"fg": torch.rand(8, 3, 16, 16), "bg": torch.rand(8, 3, 16, 16), "mask": m}
+    stats = loss.accumulate_gradients("Gmain", torch.rand(8, 3, 16, 16), torch.randn(8, G.z_dim))
+    assert float(stats["Loss/G/div"]) == 0.0 and float(m.grad.abs().max()) == 0.0
 
 
 def test_area_ceiling_is_on_the_unperturbed_mask():
@@ -262,3 +270,11 @@ def test_resume_is_exact(tmp_path):
     for k in ("G", "D", "G_ema"):
         for n in ca[k]:
             assert torch.equal(ca[k][n], cb[k][n]), (k, n)
+
+
+def test_diversity_term_needs_two_samples_per_process(tmp_path):
+    # the term compares masks within one process's batch: refused before anything is written
+    from ilsgan.config import ConfigError
+    with pytest.raises(ConfigError, match="--w-div compares the masks within a batch"):
+        run_tiny(tmp_path / "run", tiny_cfg(batch=1, w_div=1.0))
+    assert not (tmp_path / "run").exists()

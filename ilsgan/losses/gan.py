@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..config import LossConfig
 from .ils import ils_loss
-from .mask import diversity_loss, mask_diversity, mask_loss
+from .mask import mask_diversity, mask_loss
 
 __all__ = ["g_nonsaturating_loss", "d_logistic_loss", "r1_penalty", "random_shift", "perturbed_composite",
            "ILSGANLoss"]
@@ -127,8 +127,10 @@ class ILSGANLoss:
                 per_sample = per_sample + mask_loss(m_T, w_bin=w_bin, w_area=w.w_area, area_min=w.area_min,
                                                     mirror=self._mask_mirror(), mirror_mask=m, impl=self.impl)
             loss = per_sample.mean()
+            # one batch-level value: the diversity term's input and the logged statistic
+            div = mask_diversity(m if w.w_div else m.detach()) if m.shape[0] > 1 else m.new_zeros(())
             if w.w_div:
-                l_div = diversity_loss(m, w.div_min)
+                l_div = torch.relu(w.div_min - div)
                 loss = loss + w.w_div * l_div
                 stats["Loss/G/div"] = l_div.detach()
             if w.ils and w.w_ils:
@@ -151,7 +153,7 @@ class ILSGANLoss:
                 "Mask/collapsed_bg": (area < 0.01).float().mean(),
                 # per-pixel std of the mask over the batch: ~0 when every sample gets the same mask
                 "Mask/diversity": md.std(0).mean() if md.shape[0] > 1 else md.new_zeros(()),
-                "Mask/layout_diversity": mask_diversity(md) if md.shape[0] > 1 else md.new_zeros(()),
+                "Mask/layout_diversity": div.detach(),
                 "Mask/L_bin": torch.minimum(m_T.detach(), 1 - m_T.detach()).flatten(1).mean(1).mean(),
             })
             return stats

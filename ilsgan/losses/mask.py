@@ -102,12 +102,8 @@ def mask_diversity(m: Tensor, grid: int = DIVERSITY_GRID) -> Tensor:
         raise ValueError(f"mask_diversity: m must be a tensor [N, 1, H, W], got {got}")
     if m.shape[0] < 2:
         raise ValueError(f"mask_diversity: m needs at least 2 samples, got {m.shape[0]}")
-    pooled = F.adaptive_avg_pool2d(m.to(torch.promote_types(m.dtype, torch.float32)), min(grid, m.shape[-2], m.shape[-1])).flatten(1)
+    cells = min(grid, m.shape[-2], m.shape[-1])
+    pooled = F.adaptive_avg_pool2d(m.to(torch.promote_types(m.dtype, torch.float32)), cells).flatten(1)
     # the eps keeps the gradient finite when every mask is identical
     return (pooled.var(0, unbiased=False) + 1e-8).sqrt().mean()
 
-
-def diversity_loss(m: Tensor, div_min: float) -> Tensor:
-    """``relu(div_min - mask_diversity(m))``: a batch-level hinge that pushes the masks of different
-    samples apart until their layouts differ by ``div_min`` (scalar)."""
-    return torch.relu(div_min - mask_diversity(m))

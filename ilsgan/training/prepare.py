@@ -179,6 +179,9 @@ def prepare_run(config: Optional[TrainConfig], resume=None, overrides: Mapping[s
     config = config.replace(device=str(device))
     if config.optim.batch % world:
         raise ConfigError(f"--batch {config.optim.batch} is not divisible by the number of processes {world}")
+    if config.loss.w_div and config.optim.batch // world < 2:
+        raise ConfigError(f"--w-div compares the masks within a batch: it needs at least 2 samples per process, "
+                          f"got --batch {config.optim.batch} over {world} process(es)")
     notes = _set_up_process(config.session, device)  # process-wide: only once the settings are valid
 
     run_dir = _run_dir(config.session, checkpoint, rank)
