@@ -268,12 +268,16 @@ _V1_NAMES = {"G_lr": "glr", "D_lr": "dlr", "gamma": "r1_gamma", "shift_max": "sh
              "ils_distribution": "ils_dist", "ils_sigma_kimg": "ils_switch_kimg", "snap_kimg": "snap",
              "tick_kimg": "tick"}
 _V1_UNREAD = ("style_mixing", "pl_weight", "truncation_psi")
+# Settings added since version 1 whose preset value changes training, with the value that reproduces
+# what a version-1 run did; a version-1 run resumes with these, not with today's preset.
+_SINCE_V1 = {"w_div": 0.0}
 
 
 def config_from_v1(flat: Dict[str, Any], meta: Optional[Dict[str, Any]] = None) -> TrainConfig:
     """The :class:`TrainConfig` of a version-1 checkpoint: its flat preset dict with the names
-    mapped, missing keys from its named preset (else the paper's), the data spec and seed from its
-    ``meta``. Raises :class:`~ilsgan.config.ConfigError` for a key that maps to no setting."""
+    mapped, missing keys from its named preset (else the paper's) except the settings added since
+    (``_SINCE_V1``), which take the value that reproduces a version-1 run, and the data spec and seed
+    from its ``meta``. Raises :class:`~ilsgan.config.ConfigError` for a key that maps to no setting."""
     if not isinstance(flat, dict):
         raise ConfigError(f"a version-1 config is a dict, got {type(flat).__name__}")
     settings: Dict[str, Any] = {}
@@ -288,7 +292,7 @@ def config_from_v1(flat: Dict[str, Any], meta: Optional[Dict[str, Any]] = None) 
             settings["crop"] = v or "center"
         else:
             settings[_V1_NAMES.get(k, k)] = v
-    settings.setdefault("w_div", 0.0)  # version 1 had no diversity term: its runs resume without it
+    settings = {**_SINCE_V1, **settings}
     meta = meta or {}
     if meta.get("data"):
         settings["data"] = str(meta["data"])

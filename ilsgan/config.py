@@ -210,8 +210,8 @@ class LossConfig(_Section):
     weight ``w_ils * ils_sigma[0]`` up to ``ils_switch_kimg`` and ``w_ils * ils_sigma[1]`` after, with
     the ``ils_dist`` conditional (laplace or gaussian). ``w_div`` (0 in the paper) adds ``w_div *
     relu(div_min - diversity)`` once per batch, where diversity is the per-cell std over the batch of
-    the unperturbed masks pooled to 8x8 (:func:`ilsgan.losses.mask.mask_diversity`). R1 weight: ``r1_gamma``, or (None)
-    ``r1_gamma_coef * resolution**2 / batch`` (0.0256 at 64 px, batch 32)."""
+    the unperturbed masks pooled to 8x8 (:func:`ilsgan.losses.mask.mask_diversity`). R1 weight:
+    ``r1_gamma``, or (None) ``r1_gamma_coef * resolution**2 / batch`` (0.0256 at 64 px, batch 32)."""
     w_adv: float = 1.0
     w_bin: float = 2.0
     bin_ramp_kimg: float = 0.0
